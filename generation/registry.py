@@ -13,10 +13,12 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, TypeVar
 
+from generation.errors import UserInputError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserInputError, KeyError):
     """A name that no registry entry has. The message lists the valid names and the closest match."""
 
     def __str__(self) -> str:  # KeyError would otherwise print the message with quotes

@@ -19,10 +19,11 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from generation.errors import UserInputError
 from generation.registry import did_you_mean
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError, ValueError):
     """A config problem worth showing the user as is (file, key path, what to do); exit status 2."""
 
 

@@ -26,6 +26,7 @@ import importlib
 import inspect
 from typing import Any, Awaitable, Callable, Sequence, Union
 
+from generation.errors import UserInputError
 from generation.registry import Registry
 
 RewardOutput = Union[Sequence[Union[float, None]], Awaitable[Sequence[Union[float, None]]]]
@@ -55,12 +56,12 @@ def load_reward_modules() -> Registry[RewardInitializer]:
 
 
 def check_initializer_kwargs(name: str, initializer: RewardInitializer, kwargs: dict[str, Any]) -> None:
-    """Raise TypeError naming the reward when `kwargs` do not fit its initializer's signature."""
+    """Raise UserInputError naming the reward when `kwargs` do not fit its initializer's signature."""
     signature = inspect.signature(initializer)
     try:
         signature.bind(**kwargs)
     except TypeError as error:
         accepted = [p for p in signature.parameters if signature.parameters[p].kind is not p.VAR_KEYWORD]
-        raise TypeError(
+        raise UserInputError(
             f"reward function '{name}': {error}; it accepts: {', '.join(accepted) or 'no arguments'}"
         ) from None

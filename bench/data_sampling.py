@@ -1,0 +1,134 @@
+"""Benchmark: sampling 10k rows from a 1M-row ShareGPT JSONL, ours vs. loading it whole with `datasets`.
+
+    python bench/data_sampling.py                      # generates /tmp/grpo_bench_sharegpt_1m.jsonl if absent
+    python bench/data_sampling.py --path big.jsonl --rows 10000 --skip-baseline
+
+Both sides run in a fresh subprocess each (interpreter start-up and imports included), with the file in the
+page cache (it is read once before timing). Wall time is measured around the subprocess; peak RSS is the
+child's own ru_maxrss from os.wait4. The baseline is what the seed pipeline did: `load_dataset("json")` of
+the whole file into a fresh cache directory, then a `.map` turning each conversation into prompt/answer.
+Goals for ours: <= 2 s and <= 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PATH = Path(tempfile.gettempdir()) / "grpo_bench_sharegpt_1m.jsonl"
+
+BASELINE_CODE = r"""
+import sys, datasets
+datasets.disable_progress_bars()
+path, cache = sys.argv[1], sys.argv[2]
+ds = datasets.load_dataset("json", data_files=path, split="train", cache_dir=cache)
+
+def to_prompt(row):
+    turns = row["conversations"]
+    last = max(i for i, t in enumerate(turns) if t["from"] == "gpt")
+    role = {"system": "system", "human": "user", "gpt": "assistant"}
+    prompt = [{"role": role[t["from"]], "content": t["value"]} for t in turns[:last]]
+    return {"prompt": prompt, "answer": turns[last]["value"]}
+
+ds = ds.map(to_prompt, remove_columns=["conversations"])
+print(len(ds))
+"""
+
+OURS_CODE = r"""
+import sys
+sys.path.insert(0, sys.argv[3])
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetConfig, DatasetSettings
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data import sample_datasets
+data = sample_datasets([DatasetConfig(path=sys.argv[1])], DatasetSettings(total_rows=int(sys.argv[2])), seed=42)
+print(len(data.train_rows))
+"""
+
+WORDS = (
+    "the of and to in is that for it as with was on be by this are or from at an which have not but "
+    "model data value function return list error file number result question answer because when where "
+    "how what why could would should example first second third step compute total each then therefore "
+    "python code string integer array table column query request response system user server client "
+    "time year people work problem solution approach method reason explain describe consider assume"
+).split()
+
+
+def generate(path: Path, rows: int, seed: int = 0) -> None:
+    """Write `rows` multi-turn ShareGPT rows (about 760 bytes each on average) to `path`."""
+    rng = random.Random(seed)
+    text = lambda low, high: " ".join(rng.choices(WORDS, k=rng.randint(low, high)))  # noqa: E731
+    tmp = path.with_suffix(".partial")
+    with open(tmp, "w", encoding="utf-8") as out:
+        for index in range(rows):
+            turns = []
+            if rng.random() < 0.3:
+                turns.append({"from": "system", "value": text(4, 18)})
+            for _ in range(rng.choice((1, 1, 2, 2, 3, 4))):
+                turns.append({"from": "human", "value": text(3, 25)})
+                turns.append({"from": "gpt", "value": text(7, 58)})
+            out.write(json.dumps({"id": index, "conversations": turns}) + "\n")
+    tmp.rename(path)
+
+
+def measure(args: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, stdout) of one subprocess."""
+    start = time.perf_counter()
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    out, err = child.stdout.read().decode(), child.stderr.read().decode()
+    if child.returncode != 0:
+        raise SystemExit(f"subprocess failed ({child.returncode}):\n{err[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, out.strip()  # Linux reports ru_maxrss in KiB
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read the file once so both sides start from the same (cached) state."""
+    with open(path, "rb") as handle:
+        while handle.read(1 << 24):
+            pass
+
+
+def main() -> None:
+    """Generate the file if needed, run both sides, print the table and the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", type=Path, default=DEFAULT_PATH, help="The JSONL file (generated if absent).")
+    parser.add_argument("--file-rows", type=int, default=1_000_000, help="Rows to generate when the file is absent.")
+    parser.add_argument("--rows", type=int, default=10_000, help="Rows our side samples.")
+    parser.add_argument("--skip-baseline", action="store_true", help="Only measure our side.")
+    args = parser.parse_args()
+
+    if not args.path.exists():
+        print(f"generating {args.file_rows:,} rows into {args.path} ...", flush=True)
+        start = time.perf_counter()
+        generate(args.path, args.file_rows)
+        print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
+    size_mb = args.path.stat().st_size / 1e6
+    print(f"file: {args.path} ({size_mb:,.0f} MB)", flush=True)
+    warm_page_cache(args.path)
+
+    ours = measure([sys.executable, "-c", OURS_CODE, str(args.path), str(args.rows), str(ROOT)])
+    print(f"ours     sample_datasets({args.rows:,} rows): {ours[0]:6.2f} s  {ours[1]:7.0f} MB  -> {ours[2]} rows", flush=True)
+    if args.skip_baseline:
+        return
+    cache = tempfile.mkdtemp(prefix="grpo_bench_hf_cache_")
+    try:
+        base = measure([sys.executable, "-c", BASELINE_CODE, str(args.path), cache])
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    print(f"baseline load_dataset + map (all rows):  {base[0]:6.2f} s  {base[1]:7.0f} MB  -> {base[2]} rows")
+    print(f"ratio baseline/ours: time x{base[0] / ours[0]:.1f}, peak RSS x{base[1] / ours[1]:.1f}")
+    print(f"goals for ours: <= 2 s ({'met' if ours[0] <= 2 else 'MISSED'}), <= 300 MB ({'met' if ours[1] <= 300 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Merge a trained LoRA adapter into its base model and save a standalone model, ready for inference.
+
+    python cli_utils/merge_lora.py --base-model Qwen/Qwen2.5-0.5B-Instruct \
+        --adapter-model outputs/my_run/final --save-path merged/my_model [--dtype bf16] [--verify]
+
+What it does, in order:
+  1. checks the save path (a non-empty one needs --overwrite) and reads the adapter's config;
+  2. checks, before any weight loads, that every module and shape the adapter needs is in the base
+     (a mismatch is exit status 2 with a clear message; a different base *name* only warns);
+  3. loads the base (a GGUF base is dequantized: --gguf-file, or a path ending in .gguf), applies the
+     adapter, merges it and saves the model with the tokenizer and chat template saved with the adapter
+     (the base's when the adapter has none) into a temporary folder, renamed into place at the end;
+  4. with --verify, reloads the saved model and compares its logits on a sample prompt with base+adapter;
+     above the tolerance nothing is kept and the exit status is 1.
+Works on CPU. Exit status: 0 merged, 1 verification failed, 2 bad input (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Tolerance on the largest logit difference: atol + rtol * (largest reference logit), per saved dtype.
+TOLERANCES = {"float32": (1e-4, 1e-4), "bfloat16": (5e-2, 2e-2), "float16": (1e-2, 1e-2)}
+SAMPLE_MESSAGES = [{"role": "user", "content": "What is 2 + 2? Answer briefly."}]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+class MergeError(Exception):
+    """Bad input the user can fix (paths, mismatched adapter and base); exit status 2, nothing written."""
+
+
+class VerificationError(Exception):
+    """The merged model's logits differ from base+adapter by more than the tolerance; exit status 1."""
+
+
+@dataclass
+class MergeResult:
+    """What merge_lora did: where the model went and, with verify, how close it is to base+adapter."""
+
+    save_path: Path
+    dtype: str
+    adapter_path: Path
+    tokenizer_source: str
+    warnings: list[str] = field(default_factory=list)
+    max_abs_diff: float | None = None  # merged vs base+adapter logits (verify only)
+    tolerance: float | None = None
+    adapter_effect: float | None = None  # base vs base+adapter logits: how much the adapter changes
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def resolve_adapter_dir(adapter_model: str | Path) -> Path:
+    """The folder holding adapter_config.json; a run directory means its final/ adapter."""
+    path = Path(adapter_model)
+    if (path / "adapter_config.json").is_file():
+        return path
+    if (path / "final" / "adapter_config.json").is_file():
+        return path / "final"
+    if not path.exists():
+        raise MergeError(f"adapter path {path} does not exist")
+    raise MergeError(
+        f"{path} holds no adapter_config.json: give a LoRA adapter folder (a run's final/ or best/, or a "
+        "checkpoints/checkpoint-<step>/ folder)"
+    )
+
+
+def split_gguf(base_model: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """A base given as a path to a .gguf file becomes (its folder, its file name)."""
+    if gguf_file is None and base_model.lower().endswith(".gguf") and Path(base_model).is_file():
+        return str(Path(base_model).parent), Path(base_model).name
+    return base_model, gguf_file
+
+
+def check_save_path(save_path: Path, overwrite: bool, protected: list[Path]) -> None:
+    if save_path.exists() and not save_path.is_dir():
+        raise MergeError(f"save path {save_path} is a file, not a folder")
+    if save_path.is_dir() and any(save_path.iterdir()) and not overwrite:
+        raise MergeError(f"save path {save_path} is not empty: pass --overwrite to replace it")
+    target = save_path.resolve()
+    for other in protected:
+        other = other.resolve()
+        if target == other or target in other.parents:
+            raise MergeError(f"save path {save_path} would replace the input {other}: choose another folder")
+
+
+def same_model_name(a: str, b: str) -> bool:
+    """Loosely the same model: same string, same local folder, or same last path component."""
+    if not a or not b or a == b:
+        return True
+    if Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return Path(a.rstrip("/")).name.lower() == Path(b.rstrip("/")).name.lower()
+
+
+def adapter_tensor_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the adapter's saved tensors, without loading their data."""
+    safetensors_file = adapter_dir / "adapter_model.safetensors"
+    if safetensors_file.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(safetensors_file), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    bin_file = adapter_dir / "adapter_model.bin"
+    if bin_file.is_file():
+        import torch
+
+        state = torch.load(bin_file, map_location="cpu", weights_only=True, mmap=True)
+        return {key: tuple(value.shape) for key, value in state.items()}
+    raise MergeError(f"{adapter_dir} has adapter_config.json but no adapter_model.safetensors or .bin")
+
+
+LORA_PARTS = (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B", ".lora_magnitude_vector")
+
+
+def find_mismatches(skeleton: Any, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """Problems fitting the adapter's tensors onto `skeleton` (the base built on the meta device)."""
+    modules = dict(skeleton.named_modules())
+    params = dict(skeleton.named_parameters())
+    problems: list[str] = []
+    for key, shape in shapes.items():
+        name = key.removeprefix("base_model.model.")
+        part = next((p for p in LORA_PARTS if p in name), None)
+        if part is None:  # a full copy of a module (modules_to_save): the base needs the same parameter
+            base_name = name.replace(".modules_to_save.default", "")
+            if base_name not in params:
+                problems.append(f"{base_name}: not in the base model")
+            elif tuple(params[base_name].shape) != shape:
+                problems.append(f"{base_name}: adapter has shape {list(shape)}, base has {list(params[base_name].shape)}")
+            continue
+        module_name = name.split(part)[0]
+        module = modules.get(module_name)
+        if module is None:
+            problems.append(f"{module_name}: target module not in the base model")
+            continue
+        expected = _expected_shape(module, part, shape)
+        if expected is not None and tuple(expected) != shape:
+            problems.append(f"{module_name}{part.rstrip('.')}: adapter has shape {list(shape)}, base needs {list(expected)}")
+    return problems
+
+
+def _expected_shape(module: Any, part: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape `part` must have on `module` (rank taken from the adapter), or None when unknown."""
+    if hasattr(module, "in_features") and hasattr(module, "out_features"):  # nn.Linear
+        fan_in, fan_out = module.in_features, module.out_features
+    elif type(module).__name__ == "Conv1D":  # GPT-2 style, weight is (in, out)
+        fan_in, fan_out = module.weight.shape
+    elif hasattr(module, "num_embeddings"):  # nn.Embedding
+        fan_in, fan_out = module.num_embeddings, module.embedding_dim
+    else:
+        return None
+    rank = shape[0] if part in (".lora_A.", ".lora_embedding_A") else shape[-1]
+    return {
+        ".lora_A.": (rank, fan_in),
+        ".lora_embedding_A": (rank, fan_in),
+        ".lora_B.": (fan_out, rank),
+        ".lora_embedding_B": (fan_out, rank),
+        ".lora_magnitude_vector": (fan_out,),
+    }[part]
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+def load_tokenizer(adapter_dir: Path, base_model: str, gguf_file: str | None) -> tuple[Any, str]:
+    """The tokenizer saved with the adapter (it carries the training chat template), else the base's."""
+    from transformers import AutoTokenizer
+
+    if any((adapter_dir / name).is_file() for name in TOKENIZER_FILES):
+        return AutoTokenizer.from_pretrained(adapter_dir), str(adapter_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_model, gguf_file=gguf_file)
+    template = adapter_dir / "chat_template.jinja"
+    if template.is_file():
+        tokenizer.chat_template = template.read_text(encoding="utf-8")
+        return tokenizer, f"{base_model} (chat template from {template})"
+    return tokenizer, base_model
+
+
+def config_dtype(config: Any) -> str:
+    """The dtype name a model config declares, float32 when it declares none."""
+    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if value is None:
+        return "float32"
+    return str(value).removeprefix("torch.")
+
+
+def dequantized(model: Any) -> Any:
+    """Forget that a model came from GGUF (its weights are already plain tensors) so PEFT and saving work."""
+    model.hf_quantizer = None
+    for attribute in ("is_quantized", "quantization_method"):
+        try:
+            if getattr(model, attribute, None):
+                setattr(model, attribute, False if attribute == "is_quantized" else None)
+        except AttributeError:  # a read-only property derived from hf_quantizer
+            pass
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
+def sample_logits(model: Any, tokenizer: Any) -> Any:
+    import torch
+
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(SAMPLE_MESSAGES, tokenize=False, add_generation_prompt=True)
+    else:
+        text = SAMPLE_MESSAGES[0]["content"]
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=not tokenizer.chat_template)
+    inputs = {key: value.to(model.device) for key, value in inputs.items() if key in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        return model(**inputs).logits.float().cpu()
+
+
+# -------------------------------------------------------------------------------------------- merge
+
+
+def merge_lora(
+    base_model: str | Path,
+    adapter_model: str | Path,
+    save_path: str | Path,
+    dtype: str = "auto",
+    overwrite: bool = False,
+    verify: bool = False,
+    gguf_file: str | None = None,
+    tolerance: float | None = None,
+    log=print,
+) -> MergeResult:
+    """Merge `adapter_model` into `base_model` and save the result at `save_path` (see the module doc).
+
+    Raises MergeError for bad input and VerificationError when verify finds the logits too far apart; in
+    both cases nothing is left at `save_path`.
+    """
+    if dtype not in ("auto", *DTYPES):
+        raise MergeError(f"unknown dtype '{dtype}': use auto, bf16, fp16 or fp32")
+    base_model, gguf_file = split_gguf(str(base_model), gguf_file)
+    save_path = Path(save_path)
+    adapter_dir = resolve_adapter_dir(adapter_model)
+    protected = [adapter_dir] + ([Path(base_model)] if Path(base_model).exists() else [])
+    check_save_path(save_path, overwrite, protected)
+    try:
+        adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise MergeError(f"cannot read {adapter_dir / 'adapter_config.json'}: {error}") from error
+    result = MergeResult(save_path=save_path, dtype="", adapter_path=adapter_dir, tokenizer_source="")
+
+    # 1. Does the adapter fit the base? Checked on an empty (meta) model: no weights loaded yet.
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    trained_on = adapter_config.get("base_model_name_or_path") or ""
+    if not same_model_name(trained_on, base_model):
+        result.warnings.append(f"the adapter was trained on '{trained_on}', merging it into '{base_model}'")
+        log(f"warning: {result.warnings[-1]} (its modules and shapes match, so going on)")
+    try:
+        config = AutoConfig.from_pretrained(base_model, gguf_file=gguf_file)
+    except (OSError, ValueError) as error:
+        raise MergeError(f"cannot load the base model config from '{base_model}': {error}") from error
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    problems = find_mismatches(skeleton, adapter_tensor_shapes(adapter_dir))
+    del skeleton
+    if problems:
+        shown = "\n  ".join(problems[:8]) + (f"\n  ... and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise MergeError(
+            f"the adapter in {adapter_dir} does not fit the base model '{base_model}' "
+            f"(it was trained on '{trained_on or 'unknown'}'):\n  {shown}"
+        )
+
+    # 2. Load base + adapter in the chosen dtype.
+    result.dtype = config_dtype(config) if dtype == "auto" else DTYPES[dtype]
+    torch_dtype = getattr(torch, result.dtype)
+    tokenizer, result.tokenizer_source = load_tokenizer(adapter_dir, base_model, gguf_file)
+    log(f"loading {base_model}{f' ({gguf_file})' if gguf_file else ''} as {result.dtype} and the adapter {adapter_dir}")
+    model = AutoModelForCausalLM.from_pretrained(base_model, gguf_file=gguf_file, dtype=torch_dtype)
+    if gguf_file:
+        model = dequantized(model)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        result.warnings.append(
+            f"the tokenizer has {len(tokenizer)} tokens but the model only {model.get_input_embeddings().weight.shape[0]} embeddings"
+        )
+        log(f"warning: {result.warnings[-1]}")
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise MergeError(f"cannot apply the adapter {adapter_dir} to '{base_model}': {error}") from error
+    model.eval()
+    reference = None
+    if verify:
+        reference = sample_logits(model, tokenizer)
+        with model.disable_adapter():
+            result.adapter_effect = float((sample_logits(model, tokenizer) - reference).abs().max())
+
+    # 3. Merge and save into a temporary folder next to the target; rename into place at the end.
+    merged = model.merge_and_unload()
+    del model
+    save_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{save_path.name}.tmp-", dir=save_path.parent))
+    try:
+        merged.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        del merged
+        gc.collect()
+        if verify:
+            _verify(staging, tokenizer, reference, torch_dtype, result, tolerance, log)
+        _replace(staging, save_path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"merged model saved to {save_path} ({result.dtype}; tokenizer from {result.tokenizer_source})")
+    return result
+
+
+def _verify(staging: Path, tokenizer: Any, reference: Any, torch_dtype: Any, result: MergeResult,
+            tolerance: float | None, log) -> None:
+    """Reload the saved model and compare its logits with base+adapter's."""
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(staging, dtype=torch_dtype)
+    reloaded.eval()
+    logits = sample_logits(reloaded, tokenizer)
+    del reloaded
+    result.max_abs_diff = float((logits - reference).abs().max())
+    if tolerance is None:
+        atol, rtol = TOLERANCES[result.dtype] if result.dtype in TOLERANCES else TOLERANCES["bfloat16"]
+        tolerance = atol + rtol * float(reference.abs().max())
+    result.tolerance = tolerance
+    log(
+        f"verify: largest |merged - (base+adapter)| logit difference {result.max_abs_diff:.3g} "
+        f"(tolerance {tolerance:.3g}); the adapter itself moves logits by up to {result.adapter_effect:.3g}"
+    )
+    if result.adapter_effect == 0.0:
+        result.warnings.append("the adapter does not change the base model's logits (untrained adapter?)")
+        log(f"warning: {result.warnings[-1]}")
+    if result.max_abs_diff > tolerance:
+        raise VerificationError(
+            f"merged logits differ from base+adapter by {result.max_abs_diff:.3g} > tolerance {tolerance:.3g}; "
+            "nothing was saved (re-run with --tolerance to accept it, or with --dtype fp32)"
+        )
+
+
+def _replace(staging: Path, save_path: Path) -> None:
+    """Put `staging` at `save_path`, moving an existing folder aside first and deleting it after."""
+    old = None
+    if save_path.exists():
+        old = save_path.with_name(f".{save_path.name}.old-{os.getpid()}")
+        os.replace(save_path, old)
+    os.replace(staging, save_path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Merge a LoRA adapter into its base model and save a standalone model.",
+        epilog="Exit status: 0 merged, 1 --verify failed, 2 bad input (nothing written).",
+    )
+    parser.add_argument("--base-model", required=True, help="Hub id, local model folder, or a .gguf file.")
+    parser.add_argument("--adapter-model", required=True,
+                        help="LoRA adapter folder: a run's final/ or best/, or checkpoints/checkpoint-<step>/.")
+    parser.add_argument("--save-path", required=True, help="Folder to write the merged model into.")
+    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
+                        help="Saved weights' dtype; auto = the dtype in the base model's config.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --save-path.")
+    parser.add_argument("--verify", action="store_true",
+                        help="Check the saved model's logits against base+adapter on a sample prompt.")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="Largest logit difference --verify accepts (default depends on --dtype).")
+    parser.add_argument("--gguf-file", default=None, help="GGUF file name inside --base-model (dequantized on load).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        merge_lora(args.base_model, args.adapter_model, args.save_path, dtype=args.dtype,
+                   overwrite=args.overwrite, verify=args.verify, gguf_file=args.gguf_file,
+                   tolerance=args.tolerance)
+    except MergeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except VerificationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Trainer backends: how the model is loaded and wrapped with LoRA before TRL's GRPOTrainer takes over.
+
+- `trl`: transformers + PEFT, everywhere (CPU included).
+- `unsloth`: Unsloth's FastLanguageModel on an NVIDIA GPU (faster generation, less memory, 4-bit QLoRA).
+`select_backend` picks one without importing anything heavy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from generation.errors import UserInputError
+
+
+class BackendUnavailableError(UserInputError, RuntimeError):
+    """The configured backend cannot run on this machine; the message says why and what to use."""
+
+
+@dataclass
+class LoadedModel:
+    """A LoRA-wrapped model ready for GRPOTrainer, its tokenizer, and how generation will run."""
+
+    model: Any
+    tokenizer: Any
+    backend: str
+    generation_path: str  # "vllm (colocate)", "unsloth fast generate", "transformers generate"
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA GPU (imports torch only if it is installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def select_backend(requested: str, has_cuda: Optional[bool] = None, has_unsloth: Optional[bool] = None) -> str:
+    """'trl' or 'unsloth' for model.backend ('auto' | 'trl' | 'unsloth'); raises when unsloth cannot run."""
+    if requested == "trl":
+        return "trl"
+    has_cuda = cuda_available() if has_cuda is None else has_cuda
+    has_unsloth = importlib.util.find_spec("unsloth") is not None if has_unsloth is None else has_unsloth
+    if requested == "unsloth":
+        if not has_cuda:
+            raise BackendUnavailableError(
+                "model.backend is 'unsloth', but no CUDA GPU is visible: Unsloth needs an NVIDIA GPU. "
+                "Use backend 'auto' or 'trl' to train on this machine."
+            )
+        if not has_unsloth:
+            raise BackendUnavailableError(
+                "model.backend is 'unsloth', but unsloth is not installed: run `bash linux.sh --gpu` "
+                "(or pip install -r requirements-gpu.txt)."
+            )
+        return "unsloth"
+    return "unsloth" if has_cuda and has_unsloth else "trl"
+
+
+def load_model(config: Any, backend: str) -> LoadedModel:
+    """Load model + tokenizer with the chosen backend and wrap the model with LoRA."""
+    if backend == "unsloth":
+        from .unsloth_backend import load_unsloth_model
+
+        return load_unsloth_model(config)
+    from .trl_backend import load_trl_model
+
+    return load_trl_model(config)

@@ -1,0 +1,93 @@
+"""What the run writes while it trains: metrics.jsonl, high-scoring examples, console samples.
+
+The TrainerCallback subclass is created inside `make_metrics_callback` so that importing this module
+does not import transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from .rewarding import COMBINED_REWARD_NAME, ScoredBatch
+from .run_files import JsonlAppender, conversation_record
+
+
+class HighScoringSaver:
+    """Appends every completion whose combined reward reaches the threshold to a JSONL file."""
+
+    def __init__(self, appender: JsonlAppender, threshold: Optional[float]):
+        self.appender = appender
+        self.threshold = threshold
+        self.saved = 0
+
+    def __call__(self, batch: ScoredBatch) -> None:
+        if self.threshold is None:
+            return
+        step = int(getattr(batch.trainer_state, "global_step", 0)) + 1  # the step these completions train
+        for i, combined in enumerate(batch.combined):
+            if combined is None or combined < self.threshold:
+                continue
+            scores = {COMBINED_REWARD_NAME: combined}
+            scores.update({label: values[i] for label, values in batch.per_reward.items()})
+            self.appender.append(
+                conversation_record(batch.prompts[i], batch.completions[i], scores, batch.dataset_names[i], step)
+            )
+            self.saved += 1
+
+
+class SamplePrinter:
+    """Every `every` steps, prints a few prompt / completion / reward samples to the console."""
+
+    def __init__(self, every: int, count: int = 2, printer: Callable[[str], None] = print):
+        self.every = every
+        self.count = count
+        self.printer = printer
+        self._last_step = -1
+
+    def __call__(self, batch: ScoredBatch) -> None:
+        step = int(getattr(batch.trainer_state, "global_step", 0)) + 1
+        if self.every <= 0 or step % self.every or step == self._last_step:
+            return
+        self._last_step = step
+        for i in range(min(self.count, len(batch.completions))):
+            prompt = batch.prompts[i][-1]["content"] if batch.prompts[i] else ""
+            scores = ", ".join(f"{k}={v:.3g}" for k, v in batch.per_reward.items() if v[i] is not None)
+            self.printer(
+                f"\n--- sample (step {step}, {batch.dataset_names[i]}) ---\nPROMPT: {prompt[-300:]}\n"
+                f"COMPLETION: {batch.completions[i][:500]}\nREWARDS: {scores} -> combined {batch.combined[i]}"
+            )
+
+
+def fan_out(*listeners: Callable[[ScoredBatch], None]) -> Callable[[ScoredBatch], None]:
+    """One on_scored hook that calls several listeners in turn."""
+
+    def notify(batch: ScoredBatch) -> None:
+        for listener in listeners:
+            listener(batch)
+
+    return notify
+
+
+def make_metrics_callback(appender: JsonlAppender, extra_metrics: Callable[[], dict]) -> Any:
+    """A TrainerCallback that appends every log event (plus `extra_metrics()`) to metrics.jsonl."""
+    from transformers import TrainerCallback
+
+    class MetricsFileCallback(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
+            if not logs:
+                return
+            record = {"step": state.global_step, "epoch": state.epoch}
+            record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str, bool)) or v is None})
+            record.update(extra_metrics())
+            appender.append(record)
+
+    return MetricsFileCallback()
+
+
+def reward_trend(records: list[dict], window: int = 5, key: str = "reward") -> tuple[Optional[float], Optional[float]]:
+    """Mean of `key` over the first and over the last `window` logged steps (None when not logged)."""
+    values = [r[key] for r in records if isinstance(r.get(key), (int, float)) and "eval_" + key not in r]
+    if not values:
+        return None, None
+    window = max(1, min(window, len(values) // 2 or 1))
+    return sum(values[:window]) / window, sum(values[-window:]) / window

@@ -1,0 +1,145 @@
+"""The GRPO node, start to finish: config -> data -> rewards -> model -> GRPO -> adapter and examples.
+
+GRPO samples `num_generations` completions per prompt, scores each with your rewards, and pushes the
+LoRA weights towards the completions that scored above their group's mean. Launch it with
+`python run_augmentoolkit.py` (see super_config.yaml) or directly:
+`python run_augmentoolkit.py --node grpo-rl-pipeline --config path/to/config.yaml`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from generation.errors import UserInputError
+
+from .config import GRPOPipelineConfig, load_config, redact_secrets
+from .data import SampledData, fit_prompts_to_length, sample_datasets
+from .rewarding import CombinedReward, RewardPlan, resolve_rewards
+from .run_files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
+
+
+@dataclass
+class RunOutcome:
+    """What a run did, for the caller (and tests)."""
+
+    paths: Optional[RunPaths]
+    steps: int = 0
+    first_window_reward: Optional[float] = None
+    last_window_reward: Optional[float] = None
+
+
+def run_grpo_pipeline(
+    config_path: str | Path, overrides: Optional[list[str]] = None, dry_run: bool = False, base_dir: Optional[Path] = None
+) -> RunOutcome:
+    """Run the GRPO node for one config file; `dry_run` stops after printing the plan (no model loaded)."""
+    base_dir = Path(base_dir or Path.cwd())
+
+    # 1. Config: validated in full before anything heavy happens.
+    config = load_config(config_path, overrides)
+    seed = config.training_parameters.seed
+    random.seed(seed)
+
+    # 2. Data: sampled first (cheap), so a bad file fails fast.
+    data = sample_datasets(config.datasets, config.dataset_settings, seed=seed, base_dir=base_dir)
+
+    # 3. Rewards: every name resolved, every initializer run once, before the model loads.
+    plan = resolve_rewards(config)
+    print(describe_plan(config, data, plan))
+    if dry_run:
+        print("dry run: config, data and rewards are valid; no model was loaded.")
+        return RunOutcome(paths=None)
+
+    # 4. Model: the backend loads it and wraps it with LoRA.
+    from .backends import load_model, select_backend
+
+    backend = select_backend(config.model.backend)
+    loaded = load_model(config, backend)
+    print(f"backend: {loaded.backend}; generation: {loaded.generation_path}")
+
+    # 5. Prompts that are too long for max_prompt_length lose early turns (or are dropped).
+    data = fit_prompts_to_length(
+        data,
+        lambda messages: len(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)),
+        config.training_parameters.max_prompt_length,
+        config.dataset_settings.overlong_prompts,
+    )
+    print(data.report.summary())
+    if not data.train_rows:
+        raise UserInputError("no training rows left after sampling and prompt-length filtering")
+
+    # 6. Run directory, reward function with its listeners, callbacks.
+    paths = RunPaths(base_dir / config.training_parameters.output_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(paths, redact_secrets(config.model_dump(mode="json", exclude_none=True)))
+    reward_function, callbacks = build_reward_and_callbacks(config, plan, paths)
+
+    # 7. Train, then save the final adapter with its tokenizer.
+    from .training import train
+
+    result = train(config, paths, loaded, reward_function, data.train_rows, data.eval_rows, callbacks)
+    if result.stopped_early:
+        print(f"run stopped early: {result.stopped_early}")
+
+    # 8. Summary: did the reward go up?
+    return summarize_run(paths, result.steps)
+
+
+def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, paths: RunPaths) -> tuple[Any, list]:
+    """The combined reward TRL calls, with the high-scoring saver and sample printer attached."""
+    from .callbacks import HighScoringSaver, SamplePrinter, fan_out, make_metrics_callback
+
+    listeners = [SamplePrinter(every=max(1, config.training_parameters.max_steps // 5))]
+    if config.reward.high_scoring_save_path and config.reward.score_save_threshold is not None:
+        appender = JsonlAppender(paths.root / config.reward.high_scoring_save_path)
+        listeners.append(HighScoringSaver(appender, config.reward.score_save_threshold))
+    reward_function = CombinedReward(
+        plan=plan,
+        combination_function=config.reward.combination_function,
+        scaling_function=config.reward.scaling_function,
+        scaling_kwargs=config.reward.scaling_kwargs,
+        stop_sequences=config.training_parameters.model_stop_sequences,
+        on_scored=fan_out(*listeners),
+    )
+    callbacks = [make_metrics_callback(JsonlAppender(paths.metrics), reward_function.pop_pending_metrics)]
+    return reward_function, callbacks
+
+
+def summarize_run(paths: RunPaths, steps: int) -> RunOutcome:
+    """Write summary.json and print the first vs last window of the mean reward."""
+    import json
+
+    from .callbacks import reward_trend
+
+    first, last = reward_trend(read_jsonl(paths.metrics))
+    summary = {"steps": steps, "first_window_reward": first, "last_window_reward": last}
+    write_text_atomically(paths.summary, json.dumps(summary, indent=2))
+    if first is not None:
+        print(f"mean reward: first window {first:.3f} -> last window {last:.3f}")
+    print(f"adapter saved to {paths.final_adapter}")
+    return RunOutcome(paths, steps, first, last)
+
+
+def describe_plan(config: GRPOPipelineConfig, data: SampledData, plan: RewardPlan) -> str:
+    """The run plan: rows per dataset, rewards per dataset, the effective training parameters."""
+    from .training import effective_scale_rewards
+
+    tp = config.training_parameters
+    extras = ", ".join(f"{k}={v}" for k, v in sorted((tp.model_extra or {}).items()))
+    lines = [
+        "=== GRPO run plan ===",
+        f"model: {config.model.base_model_name} (backend {config.model.backend}, LoRA r={config.model.lora_rank} "
+        f"alpha={config.model.lora_alpha})",
+        "data:",
+        data.report.summary(),
+        f"rewards (combination '{config.reward.combination_function}', scaling '{config.reward.scaling_function}', "
+        f"TRL scale_rewards '{effective_scale_rewards(config)}'):",
+        plan.describe(),
+        f"training: max_steps={tp.max_steps} lr={tp.learning_rate} batch={tp.per_device_train_batch_size} "
+        f"num_generations={tp.num_generations} max_completion_length={tp.max_completion_length} "
+        f"max_prompt_length={tp.max_prompt_length} seed={tp.seed}" + (f" {extras}" if extras else ""),
+        f"output: {tp.output_dir}",
+    ]
+    return "\n".join(lines)

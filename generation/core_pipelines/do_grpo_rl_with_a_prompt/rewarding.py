@@ -1,0 +1,240 @@
+"""Turn the config's reward_funcs into the single reward function TRL calls.
+
+Stages, once per batch of completions:
+  1. each row is scored only by its own dataset's rewards (sync ones in turn, async ones concurrently);
+  2. the combination function turns one completion's per-reward scores (and weights) into one number;
+  3. completions whose combined reward reaches reward.score_save_threshold are saved;
+  4. the scaling function rescales the batch of combined rewards (per prompt group) for TRL.
+Per-reward mean / std / None count are logged every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from generation.errors import UserInputError
+from generation.registry import UnknownNameError
+
+from .config import GRPOPipelineConfig, SEED_DATASET_LLM_KEYS
+from .post_processors import get_combination_function, get_scaling_function
+from .reward_registry import RewardFunction, check_initializer_kwargs, load_reward_modules
+
+COMBINED_REWARD_NAME = "combined"
+
+
+class RewardFunctionError(RuntimeError):
+    """A reward function raised or returned the wrong shape; names the reward and dataset."""
+
+
+@dataclass
+class ResolvedReward:
+    """One configured reward of one dataset, its initializer already run."""
+
+    label: str
+    weight: float
+    function: RewardFunction
+    is_async: bool
+
+
+@dataclass
+class RewardPlan:
+    """dataset name -> its rewards, in config order."""
+
+    per_dataset: dict[str, list[ResolvedReward]]
+
+    def labels(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for rewards in self.per_dataset.values():
+            for reward in rewards:
+                seen.setdefault(reward.label, None)
+        return list(seen)
+
+    def describe(self) -> str:
+        lines = []
+        for dataset, rewards in self.per_dataset.items():
+            parts = [f"{r.label} (weight {r.weight:g}{', async' if r.is_async else ''})" for r in rewards]
+            lines.append(f"  {dataset}: {', '.join(parts) or 'NO REWARDS'}")
+        return "\n".join(lines)
+
+
+def resolve_rewards(config: GRPOPipelineConfig) -> RewardPlan:
+    """Resolve every reward name, check its kwargs against its initializer, and run each initializer once.
+
+    Identical (name, kwargs) entries shared by several datasets share one initialized reward (one judge
+    client, one cache). Raises UserInputError naming the reward before any model loads.
+    """
+    registry = load_reward_modules()
+    initialized: dict[str, RewardFunction] = {}
+    per_dataset: dict[str, list[ResolvedReward]] = {}
+    for index, dataset in enumerate(config.datasets):
+        rewards: list[ResolvedReward] = []
+        for entry in dataset.reward_funcs:
+            try:
+                initializer = registry.get(entry.name)
+            except UnknownNameError as error:
+                raise UserInputError(f"datasets[{index}] ({dataset.display_name}).reward_funcs: {error}") from None
+            kwargs = _with_dataset_judge_defaults(entry.kwargs, dataset, initializer)
+            check_initializer_kwargs(entry.name, initializer, kwargs)
+            key = entry.name + json.dumps(kwargs, sort_keys=True, default=str)
+            if key not in initialized:
+                initialized[key] = initializer(**kwargs)
+            function = initialized[key]
+            label = _unique_label(entry.name, [r.label for r in rewards])
+            rewards.append(ResolvedReward(label, entry.weight, function, _is_async(function)))
+        per_dataset[dataset.display_name] = rewards
+    return RewardPlan(per_dataset)
+
+
+def _with_dataset_judge_defaults(kwargs: dict, dataset: Any, initializer: Callable) -> dict:
+    """The seed put eval_llm_* on the dataset: pass them to rewards that accept them and did not set them."""
+    parameters = inspect.signature(initializer).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    merged = dict(kwargs)
+    for key in SEED_DATASET_LLM_KEYS:
+        value = getattr(dataset, key)
+        if value is not None and key not in merged and (key in parameters or accepts_any):
+            merged[key] = value
+    return merged
+
+
+def _unique_label(name: str, taken: list[str]) -> str:
+    label, n = name, 2
+    while label in taken:
+        label, n = f"{name}_{n}", n + 1
+    return label
+
+
+def _is_async(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(getattr(function, "__call__", None))
+
+
+def completion_text(completion: Any, stop_sequences: Sequence[str] = ()) -> str:
+    """Plain text of one TRL completion (a string or a list of messages), cut at the first stop sequence."""
+    if isinstance(completion, list):
+        completion = "".join(str(message.get("content", "")) for message in completion if isinstance(message, dict))
+    text = str(completion)
+    cut = min((text.find(stop) for stop in stop_sequences if stop and stop in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+def group_ids_for(prompts: Sequence[Any], sources: Optional[Sequence[Any]]) -> list[str]:
+    """One id per completion, shared by completions of the same prompt (same source row and text)."""
+    keys = sources if sources is not None else [None] * len(prompts)
+    return [f"{key}|{json.dumps(prompt, sort_keys=True, default=str)}" for key, prompt in zip(keys, prompts)]
+
+
+@dataclass
+class CombinedReward:
+    """The one reward function handed to TRL: routes, combines, saves high scorers, scales, logs.
+
+    Async so that every LLM-judge call of a step runs concurrently on TRL's event loop.
+    """
+
+    plan: RewardPlan
+    combination_function: str = "sum"
+    scaling_function: str = "identity"
+    scaling_kwargs: dict = field(default_factory=dict)
+    stop_sequences: Sequence[str] = ()
+    on_scored: Optional[Callable[["ScoredBatch"], None]] = None
+    pending_metrics: dict[str, list[float]] = field(default_factory=dict)
+    __name__: str = COMBINED_REWARD_NAME
+
+    def __post_init__(self) -> None:
+        self._combine = get_combination_function(self.combination_function)
+        self._scale = get_scaling_function(self.scaling_function)
+
+    async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[Optional[float]]:
+        texts = [completion_text(c, self.stop_sequences) for c in completions]
+        dataset_names = columns.get("dataset_name") or [next(iter(self.plan.per_dataset))] * len(texts)
+        per_reward = await self._score_all(prompts, texts, dataset_names, columns)
+
+        combined: list[Optional[float]] = []
+        for i, dataset in enumerate(dataset_names):
+            rewards = self.plan.per_dataset.get(dataset, [])
+            scores = [per_reward[r.label][i] for r in rewards]
+            combined.append(self._combine(scores, [r.weight for r in rewards]))
+
+        self._log_stats(per_reward, combined, columns.get("log_metric"))
+        if self.on_scored is not None:
+            self.on_scored(ScoredBatch(prompts, texts, dataset_names, per_reward, combined, columns.get("trainer_state")))
+        groups = group_ids_for(prompts, columns.get("source"))
+        return self._scale(combined, groups, **self.scaling_kwargs)
+
+    async def _score_all(self, prompts, texts, dataset_names, columns) -> dict[str, list[Optional[float]]]:
+        """Every reward's score for every completion (None where it does not apply or has no opinion)."""
+        per_reward: dict[str, list[Optional[float]]] = {label: [None] * len(texts) for label in self.plan.labels()}
+        pending = []
+        for dataset, rewards in self.plan.per_dataset.items():
+            rows = [i for i, name in enumerate(dataset_names) if name == dataset]
+            if not rows:
+                continue
+            subset_columns = {
+                key: ([value[i] for i in rows] if isinstance(value, list) and len(value) == len(texts) else value)
+                for key, value in columns.items()
+            }
+            subset_prompts = [prompts[i] for i in rows]
+            subset_texts = [texts[i] for i in rows]
+            for reward in rewards:
+                call = _call_reward(reward, dataset, subset_prompts, subset_texts, subset_columns)
+                pending.append((reward.label, rows, call))
+        results = await asyncio.gather(*(call for _, _, call in pending))
+        for (label, rows, _), scores in zip(pending, results):
+            for i, score in zip(rows, scores):
+                per_reward[label][i] = score
+        return per_reward
+
+    def _log_stats(self, per_reward: dict, combined: list, log_metric: Optional[Callable]) -> None:
+        metrics: dict[str, float] = {}
+        for label, scores in list(per_reward.items()) + [(COMBINED_REWARD_NAME, combined)]:
+            present = [s for s in scores if s is not None]
+            if label != COMBINED_REWARD_NAME:
+                metrics[f"rewards/{label}/none_count"] = float(sum(s is None for s in scores))
+            if present:
+                mean = sum(present) / len(present)
+                metrics[f"rewards/{label}/mean"] = mean
+                metrics[f"rewards/{label}/std"] = math.sqrt(sum((s - mean) ** 2 for s in present) / len(present))
+        for name, value in metrics.items():
+            if log_metric is not None:
+                log_metric(name, value)
+            else:  # older TRL: the metrics callback picks these up
+                self.pending_metrics.setdefault(name, []).append(value)
+
+    def pop_pending_metrics(self) -> dict[str, float]:
+        """Averages of metrics logged without TRL's log_metric since the last call (then cleared)."""
+        averaged = {name: sum(values) / len(values) for name, values in self.pending_metrics.items() if values}
+        self.pending_metrics.clear()
+        return averaged
+
+
+@dataclass
+class ScoredBatch:
+    """What one reward call saw and scored, for savers and sample printers."""
+
+    prompts: list
+    completions: list[str]
+    dataset_names: list[str]
+    per_reward: dict[str, list[Optional[float]]]
+    combined: list[Optional[float]]
+    trainer_state: Any = None
+
+
+async def _call_reward(reward: ResolvedReward, dataset: str, prompts, texts, columns) -> list[Optional[float]]:
+    try:
+        result = reward.function(prompts=prompts, completions=texts, **columns)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception as error:
+        if type(error).__name__ == "JudgeFailureError":
+            raise
+        raise RewardFunctionError(f"reward '{reward.label}' (dataset '{dataset}') raised {error!r}") from error
+    scores = list(result)
+    if len(scores) != len(texts):
+        raise RewardFunctionError(
+            f"reward '{reward.label}' (dataset '{dataset}') returned {len(scores)} scores for {len(texts)} completions"
+        )
+    return [None if s is None or (isinstance(s, float) and math.isnan(s)) else float(s) for s in scores]

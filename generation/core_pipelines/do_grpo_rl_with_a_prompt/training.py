@@ -1,0 +1,116 @@
+"""Build TRL's GRPOConfig from ours, run GRPOTrainer, save the final adapter.
+
+Only this module (and the backends) import torch / TRL, and only when a run trains.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .config import NODE_ONLY_TRAINING_KEYS, ConfigError, GRPOPipelineConfig
+from .post_processors import get_scaling_function
+from .run_files import RunPaths
+
+CHECKPOINT_PREFIX = "checkpoint"
+
+
+@dataclass
+class TrainResult:
+    """What train() reports back to the pipeline."""
+
+    steps: int
+    seconds: float
+    stopped_early: Optional[str] = None
+
+
+def effective_scale_rewards(config: GRPOPipelineConfig) -> str:
+    """TRL's scale_rewards for this run: 'none' when our scaling function already normalises per group.
+
+    An explicit, conflicting training_parameters.scale_rewards is an error (no double scaling).
+    """
+    normalizes = getattr(get_scaling_function(config.reward.scaling_function), "normalizes_groups", False)
+    explicit = (config.training_parameters.model_extra or {}).get("scale_rewards")
+    explicit = {True: "group", False: "none"}.get(explicit, explicit)
+    if normalizes:
+        if explicit not in (None, "none"):
+            raise ConfigError(
+                f"reward.scaling_function '{config.reward.scaling_function}' already normalises each prompt group; "
+                f"training_parameters.scale_rewards '{explicit}' would scale twice: remove it or set it to 'none'"
+            )
+        return "none"
+    return explicit or "group"
+
+
+def grpo_config_kwargs(config: GRPOPipelineConfig, paths: RunPaths, has_eval: bool, eos_token_id: Optional[int]) -> dict:
+    """Keyword arguments for trl.GRPOConfig: the training_parameters, minus the keys the node handles."""
+    params = config.training_parameters.model_dump(exclude=set(NODE_ONLY_TRAINING_KEYS))
+    params.pop("output_dir")
+    params["output_dir"] = str(paths.checkpoints)
+    params["scale_rewards"] = effective_scale_rewards(config)
+    params.setdefault("save_strategy", "steps")
+    params.setdefault("logging_first_step", True)
+    params.setdefault("disable_tqdm", False)
+    params.setdefault("data_seed", params["seed"])
+    generation_kwargs = dict(params.get("generation_kwargs") or {})
+    stops = config.training_parameters.model_stop_sequences
+    if stops:
+        generation_kwargs["stop_strings"] = list(stops)
+        if eos_token_id is not None:
+            # Sequences that stop early are padded; padding with EOS lets TRL mask everything after the stop.
+            generation_kwargs.setdefault("pad_token_id", eos_token_id)
+    if generation_kwargs:
+        params["generation_kwargs"] = generation_kwargs
+    if has_eval:
+        params.setdefault("eval_strategy", "steps")
+        params.setdefault("eval_steps", params["save_steps"])
+        params.setdefault("num_generations_eval", 1)
+        params.setdefault("per_device_eval_batch_size", max(1, params["per_device_train_batch_size"] // params["num_generations"]))
+    if params.get("report_to") == "wandb" or "wandb" in (params.get("report_to") or []):
+        params.setdefault("run_name", paths.root.name)
+    return params
+
+
+def train(
+    config: GRPOPipelineConfig,
+    paths: RunPaths,
+    loaded: Any,
+    reward_function: Any,
+    train_rows: list[dict],
+    eval_rows: list[dict],
+    callbacks: list[Any],
+    resume_from: Optional[str] = None,
+) -> TrainResult:
+    """Run GRPO and save the final adapter (+ tokenizer and chat template) under paths.final_adapter."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    tokenizer = loaded.tokenizer
+    args = GRPOConfig(**grpo_config_kwargs(config, paths, bool(eval_rows), tokenizer.eos_token_id))
+    trainer = GRPOTrainer(
+        model=loaded.model,
+        reward_funcs=[reward_function],
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    started = time.monotonic()
+    stopped_early = None
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except Exception as error:
+        if type(error).__name__ != "JudgeFailureError":
+            raise
+        stopped_early = str(error)
+        trainer._save_checkpoint(trainer.model, trial=None)  # keep the work done so far; resume continues here
+    save_adapter(trainer.model, tokenizer, paths.final_adapter)
+    return TrainResult(trainer.state.global_step, time.monotonic() - started, stopped_early)
+
+
+def save_adapter(model: Any, tokenizer: Any, directory: Any) -> None:
+    """Save the LoRA adapter with the tokenizer and its chat template, so merge/inference need nothing else."""
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))

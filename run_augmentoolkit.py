@@ -1,0 +1,90 @@
+"""Run the pipeline nodes listed in super_config.yaml, in order.
+
+    python run_augmentoolkit.py                       # every node in super_config.yaml
+    python run_augmentoolkit.py --dry-run             # validate config, sample data, resolve rewards; no model
+    python run_augmentoolkit.py --node grpo-rl-pipeline --config my_grpo.yaml --set training_parameters.max_steps=5
+
+Exit status: 0 done, 1 the run failed, 2 bad configuration or input (nothing was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError, read_yaml  # noqa: E402
+from generation.nodes import DEFAULT_PATH_ALIASES, NODES, resolve_alias_path  # noqa: E402
+from generation.errors import UserInputError  # noqa: E402
+from generation.registry import UnknownNameError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--super-config", default=str(ROOT / "super_config.yaml"), help="the node list to run")
+    parser.add_argument("--node", help="run one node directly (with --config) instead of super_config.yaml")
+    parser.add_argument("--config", help="config file for --node")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (repeatable); the value is parsed as YAML")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the plan without training")
+    return parser.parse_args(argv)
+
+
+def planned_nodes(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
+    """(node name, config path, parameters) for each node to run, all names and paths checked."""
+    if args.node or args.config:
+        if not (args.node and args.config):
+            raise ConfigError("--node and --config go together")
+        entries = [{"node": args.node, "config": args.config}]
+        aliases = dict(DEFAULT_PATH_ALIASES)
+        base = Path.cwd()
+    else:
+        super_path = Path(args.super_config)
+        super_config = read_yaml(super_path) or {}
+        if not isinstance(super_config, dict) or not isinstance(super_config.get("pipeline_order"), list):
+            raise ConfigError(f"{super_path}: expected 'pipeline_order: [{{node, config, parameters?}}, ...]'")
+        unknown = sorted(set(super_config) - {"pipeline_order", "path_aliases"})
+        if unknown:
+            raise ConfigError(f"{super_path}: unknown top-level key(s) {unknown}; valid: pipeline_order, path_aliases")
+        entries = super_config["pipeline_order"]
+        aliases = {**DEFAULT_PATH_ALIASES, **(super_config.get("path_aliases") or {})}
+        base = ROOT
+    plan = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "node" not in entry or "config" not in entry:
+            raise ConfigError(f"pipeline_order[{index}]: expected a mapping with 'node' and 'config'")
+        extra = sorted(set(entry) - {"node", "config", "parameters"})
+        if extra:
+            raise ConfigError(f"pipeline_order[{index}]: unknown key(s) {extra}; valid: node, config, parameters")
+        try:
+            NODES.get(entry["node"])
+            config_path = resolve_alias_path(str(entry["config"]), aliases, base)
+        except (UnknownNameError, ValueError) as error:
+            raise ConfigError(f"pipeline_order[{index}]: {error}") from None
+        plan.append((entry["node"], config_path, dict(entry.get("parameters") or {})))
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        plan = planned_nodes(args)
+        for node_name, config_path, parameters in plan:
+            print(f"=== node {node_name}: {config_path}")
+            NODES.get(node_name)(str(config_path), overrides=args.overrides, dry_run=args.dry_run, **parameters)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

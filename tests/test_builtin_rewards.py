@@ -1,0 +1,378 @@
+"""Built-in rewards: one class per reward, exact values on edge cases; plus contract checks for all of them."""
+
+from __future__ import annotations
+
+import doctest
+import inspect
+import math
+
+import pytest
+
+from generation.core_pipelines.do_grpo_rl_with_a_prompt import builtin_rewards
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards import (
+    answers,
+    common,
+    formatting,
+    gec,
+    length,
+    repetition,
+)
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import REWARD_FUNCTIONS
+
+BUILTIN_NAMES = [
+    "final_answer_match",
+    "gec_edit_f1",
+    "gsm8k_correctness",
+    "gsm8k_integerresponse",
+    "gsm8k_reward",
+    "length_reward",
+    "max_length",
+    "repetition_penalty",
+    "similarity_gate",
+    "think_format",
+]
+REQUIRED_KWARGS = {"max_length": {"max_words": 10}}
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "system", "content": "Be helpful."}, {"role": "user", "content": text}]
+
+
+def call(reward, completions, prompts=None, **columns):
+    prompts = prompts if prompts is not None else [user("question")] * len(completions)
+    return reward(prompts, completions, **columns)
+
+
+class TestContract:
+    def test_all_registered(self):
+        for name in BUILTIN_NAMES:
+            assert name in REWARD_FUNCTIONS
+
+    @pytest.mark.parametrize("name", BUILTIN_NAMES)
+    def test_documented_and_typed(self, name):
+        initializer = REWARD_FUNCTIONS.get(name)
+        assert "reward_funcs:" in (initializer.__doc__ or ""), "docstring needs an example config"
+        for parameter in inspect.signature(initializer).parameters.values():
+            assert parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+            assert parameter.annotation is not inspect.Parameter.empty
+
+    @pytest.mark.parametrize("name", BUILTIN_NAMES)
+    def test_weird_text_never_raises(self, name):
+        reward = REWARD_FUNCTIONS.get(name)(**REQUIRED_KWARGS.get(name, {}))
+        completions = ["", "   ", None, "ünïcödé 😀 </think> ＃＃＃＃ ４２", "<think>", "</think>", "\\boxed{", "x" * 20000,
+                       "#### ", "<answer></answer>", [{"role": "assistant", "content": "42"}]]
+        n = len(completions)
+        prompts = [user(""), "plain string prompt", [], None] + [user("Correct this: Hi")] * (n - 4)
+        scores = reward(prompts, completions, answer=["42", "", None, "😀"] + ["#### 42"] * (n - 4),
+                        dataset_name=["d"] * n, trainer_state=object(), unknown_column=[1] * n)
+        assert len(scores) == n
+        assert all(s is None or (isinstance(s, float) and math.isfinite(s)) for s in scores)
+
+    @pytest.mark.parametrize("name", BUILTIN_NAMES)
+    def test_empty_batch(self, name):
+        reward = REWARD_FUNCTIONS.get(name)(**REQUIRED_KWARGS.get(name, {}))
+        assert reward([], [], answer=[]) == []
+
+    @pytest.mark.parametrize("module", [answers, common, formatting, gec, length, repetition])
+    def test_doctests(self, module):
+        result = doctest.testmod(module)
+        assert result.failed == 0
+
+    def test_no_heavy_imports(self):
+        import sys
+
+        assert builtin_rewards is not None
+        assert "torch" not in sys.modules or "trl" in sys.modules  # rewards themselves never import torch
+
+
+class TestCommon:
+    def test_last_user_message(self):
+        assert common.last_user_message(user("hi")) == "hi"
+        assert common.last_user_message([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]) == "a"
+        assert common.last_user_message([{"role": "system", "content": "s"}]) == "s"
+        assert common.last_user_message("text") == "text"
+        assert common.last_user_message([]) == ""
+        assert common.last_user_message(None) == ""
+
+    def test_as_text(self):
+        assert common.as_text(None) == ""
+        assert common.as_text([{"role": "assistant", "content": "x"}]) == "x"
+        assert common.as_text("y") == "y"
+
+    def test_column(self):
+        assert common.column({}, "answer", 2) == ["", ""]
+        assert common.column({"answer": ["a", "b"]}, "answer", 2) == ["a", "b"]
+        with pytest.raises(ValueError):
+            common.column({"answer": ["a"]}, "answer", 2)
+
+
+class TestThinkFormat:
+    def test_scores(self):
+        reward = formatting.think_format()
+        completions = [
+            "<think>6*7=42</think> 42",  # opens with cot_start: fine
+            "6*7=42</think> 42",  # cot_start prefilled by the template
+            "42",  # no cot_end
+            "<think>a</think> b </think>",  # two cot_end
+            "<think>a <think> b</think> c",  # cot_start again
+            "",
+            "   ",
+        ]
+        assert call(reward, completions) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+    def test_custom_tags_and_scores(self):
+        reward = formatting.think_format(cot_start="Thought Process:", cot_end="Answer:", pass_score=0.5, fail_score=-1.0)
+        assert call(reward, ["reasoning\nAnswer: 4", "4"]) == [0.5, -1.0]
+
+    def test_no_cot_end_passes_non_blank(self):
+        reward = formatting.think_format(cot_start=None, cot_end=None)
+        assert call(reward, ["anything", ""]) == [1.0, 0.0]
+
+
+class TestSimilarityGate:
+    def test_reasoning_vs_answer(self):
+        gate = formatting.similarity_gate()
+        completions = [
+            "<think>The sky is blue.</think> The sky is blue.",
+            "<think>Rayleigh scattering favours short wavelengths.</think> Blue.",
+            "no reasoning section at all",
+            "<think></think>",  # both empty: identical
+        ]
+        assert call(gate, completions) == [0.1, 1.0, 1.0, 0.1]
+
+    def test_threshold_boundary(self):
+        # "abcd" vs "abce": ratio 0.75 exactly
+        assert formatting.similarity("abcd", "abce") == 0.75
+        assert call(formatting.similarity_gate(threshold=75), ["abcd</think>abce"]) == [0.1]
+        assert call(formatting.similarity_gate(threshold=76), ["abcd</think>abce"]) == [1.0]
+
+    def test_compare_to_prompt(self):
+        gate = formatting.similarity_gate(compare_to="prompt", penalty_score=0.0)
+        prompts = [user("Translate: the cat sleeps"), user("Translate: the cat sleeps")]
+        completions = ["<think>hmm</think>Translate: the cat sleeps", "<think>hmm</think>le chat dort"]
+        assert gate(prompts, completions) == [0.0, 1.0]
+
+    def test_cot_end_unset(self):
+        gate = formatting.similarity_gate(cot_start=None, cot_end=None)
+        assert call(gate, ["same</think>same"]) == [1.0]
+
+    def test_bad_settings(self):
+        with pytest.raises(ValueError):
+            formatting.similarity_gate(compare_to="answer")
+        with pytest.raises(ValueError):
+            formatting.similarity_gate(threshold=0.9 * 1000)
+
+
+class TestExtraction:
+    def test_boxed_nested(self):
+        assert answers.extract_boxed(r"so \boxed{\frac{1}{2}} done") == r"\frac{1}{2}"
+        assert answers.extract_boxed(r"\boxed{1} then \boxed{2}") == "2"
+        assert answers.extract_boxed(r"\boxed{1} then \boxed{2") == "1"  # unclosed last one
+        assert answers.extract_boxed("no box") is None
+
+    def test_gsm8k(self):
+        assert answers.extract_gsm8k("Natalia sold 48/2 = 24 clips.\n#### 72") == "72"
+        assert answers.extract_gsm8k("#### 42\nextra text") == "42"
+        assert answers.extract_gsm8k("####") is None
+        assert answers.extract_gsm8k("42") is None
+
+    def test_tag(self):
+        assert answers.extract_tag("<answer> 4 </answer> <answer>5</answer>") == "5"
+        assert answers.extract_tag("<answer>5") is None
+        assert answers.extract_tag("<final>x</final>", tagname="final") == "x"
+
+    def test_auto_order(self):
+        assert answers.extract_final_answer("#### 1 <answer>2</answer>") == "2"
+        assert answers.extract_final_answer(r"#### 1 \boxed{3}") == "3"
+        assert answers.extract_final_answer("plain") is None
+
+    @pytest.mark.parametrize(
+        "text, value",
+        [("42", 42), ("$1,234.50", 1234.5), ("18.0", 18), ("3/4", 0.75), (r"\frac{3}{4}", 0.75), ("-.5", -0.5),
+         ("+7", 7), ("18 dollars", 18), ("The answer is 42.", 42), ("10%", 10), ("5/0", None), ("", None),
+         ("none", None)],
+    )
+    def test_parse_number(self, text, value):
+        parsed = answers.parse_number(text)
+        assert (parsed is None) if value is None else (parsed == value)
+
+
+class TestFinalAnswerMatch:
+    def test_numeric_auto(self):
+        reward = answers.final_answer_match()
+        completions = ["<think>6*7</think>#### 42", "42", "<answer>$42.00</answer>", r"\boxed{42}", "41", "", None]
+        assert call(reward, completions, answer=["Six sevens.\n#### 42"] * 7) == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+
+    def test_numeric_last_number_fallback(self):
+        reward = answers.final_answer_match()
+        assert call(reward, ["48/2 = 24, 24 + 48 = 72", "72 or maybe 71"], answer=["72", "72"]) == [1.0, 0.0]
+
+    def test_fractions_and_commas(self):
+        reward = answers.final_answer_match()
+        assert call(reward, ["#### 0.75", "#### 1,000", "#### 3/4"], answer=["3/4", "1000", "0.75"]) == [1.0, 1.0, 1.0]
+
+    def test_reference_without_answer_is_none(self):
+        reward = answers.final_answer_match()
+        assert call(reward, ["42", "42", "42"], answer=["no number here", "", "   "]) == [None, None, None]
+        assert call(reward, ["42"]) == [None]  # no answer column at all
+
+    def test_specific_style_requires_marker(self):
+        reward = answers.final_answer_match(answer_style="gsm8k")
+        assert call(reward, ["#### 42", "<answer>42</answer>", "42"], answer=["42"] * 3) == [1.0, 0.0, 0.0]
+        reward = answers.final_answer_match(answer_style="boxed")
+        assert call(reward, [r"\boxed{42}", "#### 42"], answer=[r"\boxed{42}", "42"]) == [1.0, 0.0]
+        reward = answers.final_answer_match(answer_style="tag", tagname="final")
+        assert call(reward, ["<final>42</final>", "<answer>42</answer>"], answer=["42"] * 2) == [1.0, 0.0]
+
+    def test_cot_end_hides_reasoning(self):
+        reward = answers.final_answer_match(cot_start="<think>", cot_end="</think>")
+        completions = ["<think>#### 42</think> #### 41", "<think>maybe 41</think> 42"]
+        assert call(reward, completions, answer=["42", "42"]) == [0.0, 1.0]
+
+    def test_exact(self):
+        reward = answers.final_answer_match(mode="exact")
+        completions = ["Paris", "paris.", "<answer>Paris</answer>", "It is Paris", "  Paris  ", "London"]
+        assert call(reward, completions, answer=["#### Paris"] * 6) == [1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
+        assert call(reward, ["Paris"], answer=[""]) == [None]
+
+    def test_exact_case_sensitive(self):
+        reward = answers.final_answer_match(mode="exact", ignore_case=False)
+        assert call(reward, ["paris", "Paris"], answer=["Paris"] * 2) == [0.0, 1.0]
+
+    def test_scores(self):
+        reward = answers.final_answer_match(correct_score=3.0, wrong_score=-1.0)
+        assert call(reward, ["1", "2"], answer=["1", "1"]) == [3.0, -1.0]
+
+    def test_bad_settings(self):
+        with pytest.raises(ValueError):
+            answers.final_answer_match(mode="fuzzy")
+        with pytest.raises(ValueError):
+            answers.final_answer_match(answer_style="latex")
+
+
+class TestGsm8kAliases:
+    def test_correctness_scores_two(self):
+        for name in ("gsm8k_correctness", "gsm8k_reward"):
+            reward = REWARD_FUNCTIONS.get(name)()
+            assert call(reward, ["<answer>72</answer>", "<answer>71</answer>"], answer=["... #### 72"] * 2) == [2.0, 0.0]
+
+    def test_integer_response(self):
+        reward = answers.gsm8k_integerresponse()
+        completions = ["<answer>42</answer>", "<answer>-3</answer>", "<answer>1,000</answer>", "<answer>$18</answer>",
+                       "<answer>4.5</answer>", "<answer>forty</answer>", "42", "about 42", ""]
+        assert call(reward, completions) == [0.5, 0.5, 0.5, 0.5, 0.0, 0.0, 0.5, 0.0, 0.0]
+
+    def test_integer_response_tag_style(self):
+        reward = answers.gsm8k_integerresponse(answer_style="tag", score=1.0)
+        assert call(reward, ["42", "<answer>42</answer>"]) == [0.0, 1.0]
+
+
+class TestGecEditF1:
+    PROMPT = user("Correct this: She go to school yesterday and he like it.")
+    TARGET = "She went to school yesterday and he liked it."
+
+    def score(self, hypothesis, target=TARGET, **kwargs):
+        reward = gec.gec_edit_f1(source_prefix="Correct this: ", **kwargs)
+        return reward([self.PROMPT], [hypothesis], answer=[target])[0]
+
+    def test_perfect(self):
+        assert self.score(self.TARGET) == 1.0
+
+    def test_half_the_edits(self):
+        # hypothesis makes 1 of the 2 target edits and nothing else: P = 1, R = 0.5
+        assert self.score("She went to school yesterday and he like it.") == pytest.approx(2 / 3)
+        assert self.score("She went to school yesterday and he like it.", beta=0.5) == pytest.approx(5 / 6)
+
+    def test_wrong_edit(self):
+        # one right edit, one wrong edit: P = 0.5, R = 0.5
+        assert self.score("She went to school yesterday and he likes it.") == 0.5
+
+    def test_no_edits_cases(self):
+        assert self.score("She go to school yesterday and he like it.") == 0.0  # needed edits, made none
+        correct = "She went to school yesterday and he liked it."
+        reward = gec.gec_edit_f1()
+        prompts = [user(correct)] * 2
+        assert reward(prompts, [correct, correct + "!"], answer=[correct] * 2) == [1.0, 0.0]
+
+    def test_missing_reference_is_none(self):
+        reward = gec.gec_edit_f1()
+        assert reward([self.PROMPT, self.PROMPT], ["x", "y"], answer=["", "  "]) == [None, None]
+        assert reward([self.PROMPT], ["x"]) == [None]
+
+    def test_prefix_absent_uses_whole_message(self):
+        reward = gec.gec_edit_f1(source_prefix="Fix: ")
+        assert reward([user("He go home.")], ["He goes home."], answer=["He goes home."]) == [1.0]
+
+    def test_reasoning_stripped(self):
+        reward = gec.gec_edit_f1(cot_start="<think>", cot_end="</think>")
+        assert reward([user("He go home.")], ["<think>verb</think> He goes home."], answer=["He goes home."]) == [1.0]
+
+    def test_edits_and_tokens(self):
+        assert gec.tokenize("Hi, you!") == ["Hi", ",", "you", "!"]
+        assert gec.edits(["a", "b"], ["a", "b"]) == set()
+        assert gec.edits(["a", "b"], ["a"]) == {(1, 2, ())}
+        assert gec.edit_fscore("", "", "") == 1.0
+        assert gec.edit_fscore("", "x", "x") == 1.0
+        assert gec.edit_fscore("a b", "", "a b") == 0.0
+
+    def test_bad_beta(self):
+        with pytest.raises(ValueError):
+            gec.gec_edit_f1(beta=0)
+
+
+class TestLengthReward:
+    def test_plateau_and_slopes(self):
+        reward = length.length_reward(target_length=10, plateau=2, unit="words")
+        texts = [" ".join(["w"] * n) for n in (0, 4, 8, 10, 12, 16, 20, 30)]
+        assert call(reward, texts) == [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0]
+
+    def test_chars(self):
+        reward = length.length_reward(target_length=4, plateau=0, unit="chars")
+        assert call(reward, ["abcd", "ab", "abcdef", ""]) == [1.0, 0.5, 0.5, 0.0]
+
+    def test_measures_answer_only(self):
+        reward = length.length_reward(target_length=2, plateau=0, cot_end="</think>")
+        assert call(reward, ["long long long reasoning</think> two words"]) == [1.0]
+
+    def test_bad_settings(self):
+        for kwargs in ({"unit": "tokens"}, {"target_length": 10, "plateau": 10}, {"plateau": -1}, {"target_length": 0, "plateau": 0}):
+            with pytest.raises(ValueError):
+                length.length_reward(**kwargs)
+
+
+class TestMaxLength:
+    def test_words(self):
+        reward = length.max_length(max_words=4)
+        texts = ["", "a b c d", "a b c d e f", " ".join(["w"] * 8), " ".join(["w"] * 50)]
+        assert call(reward, texts) == [1.0, 1.0, 0.5, 0.0, 0.0]
+
+    def test_chars_and_both(self):
+        assert call(length.max_length(max_chars=10), ["x" * 10, "x" * 15]) == [1.0, 0.5]
+        both = length.max_length(max_words=100, max_chars=10)
+        assert call(both, ["x" * 15]) == [0.5]  # the stricter limit counts
+
+    def test_answer_only(self):
+        reward = length.max_length(max_words=1, cot_end="</think>")
+        assert call(reward, ["many many words of reasoning</think> Yes."]) == [1.0]
+
+    def test_needs_a_limit(self):
+        with pytest.raises(ValueError):
+            length.max_length()
+        with pytest.raises(ValueError):
+            length.max_length(max_words=0)
+
+
+class TestRepetitionPenalty:
+    def test_scores(self):
+        reward = repetition.repetition_penalty(ngram_size=2)
+        assert call(reward, ["the cat sat on the mat", "go go go go go", "a b a b a", "one", ""]) == [1.0, 0.25, 0.5, 1.0, 1.0]
+
+    def test_case_insensitive_and_max_penalty(self):
+        reward = repetition.repetition_penalty(ngram_size=1, max_penalty=0.5)
+        assert call(reward, ["Yes yes YES yes"]) == [1.0 - 0.5 * 0.75]
+
+    def test_bad_settings(self):
+        with pytest.raises(ValueError):
+            repetition.repetition_penalty(ngram_size=0)
+        with pytest.raises(ValueError):
+            repetition.repetition_penalty(max_penalty=-1)
