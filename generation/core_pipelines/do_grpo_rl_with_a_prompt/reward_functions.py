@@ -1,0 +1,51 @@
+"""Your reward functions. Copy one, rename it, edit it, and name it in a dataset's `reward_funcs`.
+
+How a reward works (the full contract is in reward_registry.py):
+- `@register_reward_function("name")` files an *initializer* under that name. Its keyword arguments are
+  the keys written next to `name` in the config; it runs once per run and returns the reward.
+- The reward gets a batch: `prompts` (lists of chat messages), `completions` (the model's answers, as
+  text) and `**columns`, which hold `answer` (the dataset's own reply to that prompt), `dataset_name` and
+  the row's other columns. It returns one float per completion, or None for "no opinion".
+- It may be `async def` if it waits on something (an API, a sandbox): async rewards run concurrently.
+
+    datasets:
+      - path: inputs/my_data.jsonl
+        reward_funcs:
+          - name: mentions_keyword
+            keyword: thanks
+            weight: 0.5
+
+Built-in rewards (format gates, answer matching, length, repetition, grammar-correction F1) live in
+builtin_rewards/, LLM judges in judge/. Run `python run_augmentoolkit.py --dry-run` to check your config.
+"""
+
+from __future__ import annotations
+
+from .reward_registry import register_reward_function
+
+
+@register_reward_function("mentions_keyword")
+def mentions_keyword(keyword: str, score: float = 1.0):
+    """`score` when the completion mentions `keyword` (any case), else 0."""
+    keyword = keyword.lower()
+
+    def reward(prompts, completions, **columns):
+        return [score if keyword in completion.lower() else 0.0 for completion in completions]
+
+    return reward
+
+
+@register_reward_function("matches_reference_start")
+def matches_reference_start(words: int = 3):
+    """1.0 when the completion starts with the same `words` words as the dataset's answer; None without one."""
+
+    def first_words(text: str) -> list[str]:
+        return [word.strip(".,!?;:").lower() for word in text.split()[:words]]
+
+    def reward(prompts, completions, answer, **columns):
+        return [
+            (1.0 if first_words(completion) == first_words(reference) else 0.0) if reference else None
+            for completion, reference in zip(completions, answer)
+        ]
+
+    return reward
