@@ -35,6 +35,9 @@ class Section(BaseModel):
 
 # --------------------------------------------------------------------------------------------- training
 
+RENAMED_TRAINING_KEYS = {"warmup_ratio": "warmup_steps"}
+"""Older names -> current names (transformers 5 takes a warmup ratio as a float warmup_steps < 1)."""
+
 
 class TrainingParameters(Section):
     """Hyper-parameters for TRL's GRPOConfig, plus the few keys the node handles itself.
@@ -68,6 +71,20 @@ class TrainingParameters(Section):
     save_steps: float = Field(50, description="Save a checkpoint every this many steps.")
     save_total_limit: Optional[int] = Field(3, description="Most checkpoints kept on disk (oldest removed first).")
     report_to: Union[str, list[str]] = Field("none", description="'wandb', 'tensorboard', a list of both, or 'none'.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_trl_fields(cls, data: Any) -> Any:
+        """Keys older TRL/transformers had (and the seed's configs use), mapped onto their successors."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in RENAMED_TRAINING_KEYS.items():
+            if old in data and old not in grpo_config_fields() and grpo_config_fields():
+                if new in data:
+                    raise ValueError(f"give either {old} (older name) or {new}, not both")
+                data[new] = data.pop(old)
+        return data
 
     @model_validator(mode="after")
     def _check_trl_fields(self) -> "TrainingParameters":

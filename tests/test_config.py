@@ -1,0 +1,124 @@
+"""The config schema: defaults, seed compatibility, and every error path (with file, key path, hint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import (
+    ConfigError,
+    apply_override,
+    grpo_config_fields,
+    load_config,
+    redact_secrets,
+    validate_config,
+)
+
+SEED_CONFIG = Path(__file__).parent / "data" / "seed_config.yaml"
+MINIMAL = {"model": {"base_model_name": "m"}, "datasets": [{"path": "d.jsonl"}]}
+
+
+def write(tmp_path: Path, data: dict | str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def test_minimal_config_gets_defaults():
+    config = validate_config(MINIMAL)
+    assert config.training_parameters.seed == 42
+    assert config.reward.combination_function == "sum"
+    assert config.datasets[0].display_name == "d"
+    assert config.model.backend == "auto"
+
+
+def test_seed_config_validates_unchanged():
+    config = load_config(SEED_CONFIG)
+    assert config.training_parameters.model_extra["optim"] == "paged_adamw_8bit"
+    assert config.training_parameters.model_extra["warmup_steps"] == 0.1  # warmup_ratio, renamed in transformers 5
+    assert config.training_parameters.model_stop_sequences == ["**Finished.**", "Human:", "AI:"]
+    assert config.reward.scaling_function == "identity"  # the seed's "none"
+    gsm8k = config.datasets[1]
+    assert [r.name for r in gsm8k.reward_funcs] == ["gsm8k_reward"]  # a single dict became a list
+    judge = config.datasets[0].reward_funcs[0]
+    assert judge.kwargs["score_types"][1] == {"type": "autofail", "name": "making_sense"}
+    assert config.datasets[0].reward_funcs[1].weight == 1.3
+
+
+def test_unknown_keys_are_all_reported_with_path_and_hint(tmp_path):
+    bad = {
+        "model": {"base_model_name": "m", "lora_rnk": 8},
+        "training_parameters": {"learning_rat": 1e-5},
+        "datasets": [{"path": "d.jsonl", "percentge": 0.5}],
+    }
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, bad))
+    message = str(error.value)
+    assert str(tmp_path / "config.yaml") in message
+    assert "model.lora_rnk: unknown key (did you mean 'lora_rank'?)" in message
+    assert "datasets.0.percentge: unknown key (did you mean 'percentage'?)" in message
+    assert "'learning_rat' (did you mean 'learning_rate'?)" in message
+    assert "3 problem(s)" in message
+
+
+def test_trl_fields_pass_through_and_are_checked_against_trl_source():
+    assert {"beta", "epsilon", "loss_type", "num_iterations", "scale_rewards", "learning_rate"} <= grpo_config_fields()
+    config = validate_config({**MINIMAL, "training_parameters": {"beta": 0.04, "loss_type": "dr_grpo"}})
+    assert config.training_parameters.model_extra == {"beta": 0.04, "loss_type": "dr_grpo"}
+
+
+def test_reward_weights_is_refused_with_the_alternative():
+    with pytest.raises(ConfigError, match="give each entry of a dataset's reward_funcs a 'weight'"):
+        validate_config({**MINIMAL, "training_parameters": {"reward_weights": [1.0]}})
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "model:\n  base_model_name: m\ndatasets: [\n  - path: x\n")
+    with pytest.raises(ConfigError, match=r"config.yaml:\d+:\d+: YAML syntax error"):
+        load_config(path)
+
+
+def test_missing_required_and_wrong_types_are_reported():
+    with pytest.raises(ConfigError) as error:
+        validate_config({"datasets": [{"path": "d", "percentage": "lots"}]})
+    assert "model: Field required" in str(error.value)
+    assert "datasets.0.percentage" in str(error.value)
+
+
+def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    config = load_config(path, ["training_parameters.max_steps=7", "model.lora_rank=4", "datasets.0.percentage=0.5",
+                                "training_parameters.beta=0.1"])
+    assert config.training_parameters.max_steps == 7
+    assert config.model.lora_rank == 4
+    assert config.datasets[0].percentage == 0.5
+    assert config.training_parameters.model_extra["beta"] == 0.1
+    with pytest.raises(ConfigError, match="model.lora_rank"):
+        load_config(path, ["model.lora_rank=many"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_override({}, "no_equals_sign")
+
+
+def test_seed_post_processors_section_maps_onto_reward_and_conflicts_fail():
+    config = validate_config({**MINIMAL, "post_processors": {"reward_combination_function": "mean"}})
+    assert config.reward.combination_function == "mean"
+    with pytest.raises(ConfigError, match="contradicts reward.combination_function"):
+        validate_config({**MINIMAL, "reward": {"combination_function": "min"},
+                         "post_processors": {"reward_combination_function": "mean"}})
+
+
+def test_duplicate_dataset_names_fail():
+    with pytest.raises(ConfigError, match="distinct 'name'"):
+        validate_config({"model": {"base_model_name": "m"}, "datasets": [{"path": "a/d.jsonl"}, {"path": "b/d.jsonl"}]})
+
+
+def test_secrets_are_redacted_everywhere():
+    raw = yaml.safe_load(SEED_CONFIG.read_text())
+    redacted = redact_secrets(raw)
+    text = yaml.safe_dump(redacted)
+    assert "sk-secret" not in text
+    assert redacted["datasets"][0]["eval_llm_api_key"] == "***"
+    assert redacted["datasets"][0]["reward_funcs"][0]["eval_llm_api_key"] == "***"
+    assert redact_secrets({"eval_llm_api_key_env": "MY_KEY"}) == {"eval_llm_api_key_env": "MY_KEY"}
