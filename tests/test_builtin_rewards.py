@@ -5,6 +5,9 @@ from __future__ import annotations
 import doctest
 import inspect
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +35,7 @@ BUILTIN_NAMES = [
     "think_format",
 ]
 REQUIRED_KWARGS = {"max_length": {"max_words": 10}}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def user(text: str) -> list[dict]:
@@ -59,8 +63,10 @@ class TestContract:
     @pytest.mark.parametrize("name", BUILTIN_NAMES)
     def test_weird_text_never_raises(self, name):
         reward = REWARD_FUNCTIONS.get(name)(**REQUIRED_KWARGS.get(name, {}))
-        completions = ["", "   ", None, "ünïcödé 😀 </think> ＃＃＃＃ ４２", "<think>", "</think>", "\\boxed{", "x" * 20000,
-                       "#### ", "<answer></answer>", [{"role": "assistant", "content": "42"}]]
+        completions = [
+            "", "   ", None, "ünïcödé 😀 </think> ＃＃＃＃ ４２", "<think>", "</think>", "\\boxed{", "x" * 20000,
+            "#### ", "<answer></answer>", [{"role": "assistant", "content": "42"}],
+        ]
         n = len(completions)
         prompts = [user(""), "plain string prompt", [], None] + [user("Correct this: Hi")] * (n - 4)
         scores = reward(prompts, completions, answer=["42", "", None, "😀"] + ["#### 42"] * (n - 4),
@@ -79,10 +85,9 @@ class TestContract:
         assert result.failed == 0
 
     def test_no_heavy_imports(self):
-        import sys
-
-        assert builtin_rewards is not None
-        assert "torch" not in sys.modules or "trl" in sys.modules  # rewards themselves never import torch
+        code = f"import sys; import {builtin_rewards.__name__}; print('torch' in sys.modules)"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+        assert result.stdout.strip() == "False"
 
 
 class TestCommon:
@@ -160,7 +165,7 @@ class TestSimilarityGate:
         with pytest.raises(ValueError):
             formatting.similarity_gate(compare_to="answer")
         with pytest.raises(ValueError):
-            formatting.similarity_gate(threshold=0.9 * 1000)
+            formatting.similarity_gate(threshold=900)
 
 
 class TestExtraction:
@@ -206,6 +211,7 @@ class TestFinalAnswerMatch:
     def test_numeric_last_number_fallback(self):
         reward = answers.final_answer_match()
         assert call(reward, ["48/2 = 24, 24 + 48 = 72", "72 or maybe 71"], answer=["72", "72"]) == [1.0, 0.0]
+        assert call(reward, [r"so it is \frac{3}{4}"], answer=["0.75"]) == [1.0]
 
     def test_fractions_and_commas(self):
         reward = answers.final_answer_match()
@@ -228,6 +234,10 @@ class TestFinalAnswerMatch:
         reward = answers.final_answer_match(cot_start="<think>", cot_end="</think>")
         completions = ["<think>#### 42</think> #### 41", "<think>maybe 41</think> 42"]
         assert call(reward, completions, answer=["42", "42"]) == [0.0, 1.0]
+
+    def test_reference_reasoning_stripped(self):
+        reward = answers.final_answer_match(cot_start="<think>", cot_end="</think>")
+        assert call(reward, ["<think>x</think> 42"], answer=["<think>maybe #### 41</think> #### 42"]) == [1.0]
 
     def test_exact(self):
         reward = answers.final_answer_match(mode="exact")
@@ -306,6 +316,7 @@ class TestGecEditF1:
     def test_reasoning_stripped(self):
         reward = gec.gec_edit_f1(cot_start="<think>", cot_end="</think>")
         assert reward([user("He go home.")], ["<think>verb</think> He goes home."], answer=["He goes home."]) == [1.0]
+        assert reward([user("He go home.")], ["He goes home."], answer=["<think>v</think>He goes home."]) == [1.0]
 
     def test_edits_and_tokens(self):
         assert gec.tokenize("Hi, you!") == ["Hi", ",", "you", "!"]
@@ -335,7 +346,8 @@ class TestLengthReward:
         assert call(reward, ["long long long reasoning</think> two words"]) == [1.0]
 
     def test_bad_settings(self):
-        for kwargs in ({"unit": "tokens"}, {"target_length": 10, "plateau": 10}, {"plateau": -1}, {"target_length": 0, "plateau": 0}):
+        bad = ({"unit": "tokens"}, {"target_length": 10, "plateau": 10}, {"plateau": -1}, {"target_length": 0, "plateau": 0})
+        for kwargs in bad:
             with pytest.raises(ValueError):
                 length.length_reward(**kwargs)
 
@@ -343,8 +355,12 @@ class TestLengthReward:
 class TestMaxLength:
     def test_words(self):
         reward = length.max_length(max_words=4)
-        texts = ["", "a b c d", "a b c d e f", " ".join(["w"] * 8), " ".join(["w"] * 50)]
+        texts = ["a", "a b c d", "a b c d e f", " ".join(["w"] * 8), " ".join(["w"] * 50)]
         assert call(reward, texts) == [1.0, 1.0, 0.5, 0.0, 0.0]
+
+    def test_blank_answer_scores_zero(self):
+        reward = length.max_length(max_words=4, cot_end="</think>")
+        assert call(reward, ["", "  \n ", None, "<think>all reasoning</think>"]) == [0.0, 0.0, 0.0, 0.0]
 
     def test_chars_and_both(self):
         assert call(length.max_length(max_chars=10), ["x" * 10, "x" * 15]) == [1.0, 0.5]
@@ -365,7 +381,8 @@ class TestMaxLength:
 class TestRepetitionPenalty:
     def test_scores(self):
         reward = repetition.repetition_penalty(ngram_size=2)
-        assert call(reward, ["the cat sat on the mat", "go go go go go", "a b a b a", "one", ""]) == [1.0, 0.25, 0.5, 1.0, 1.0]
+        texts = ["the cat sat on the mat", "go go go go go", "a b a b a", "one", ""]
+        assert call(reward, texts) == [1.0, 0.25, 0.5, 1.0, 1.0]
 
     def test_case_insensitive_and_max_penalty(self):
         reward = repetition.repetition_penalty(ngram_size=1, max_penalty=0.5)

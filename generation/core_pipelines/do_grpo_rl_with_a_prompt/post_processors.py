@@ -19,7 +19,7 @@ From reward functions to the GRPO update, in order:
 Double scaling: scalers marked `normalizes_groups` (group_standardize, rank) already normalize within each
 group, so TRL's scale_rewards must be "none" with them. The pipeline sets it to "none" when the config does
 not say; a config that asks for "group" or "batch" together with such a scaler is an error
-(`trl_scale_rewards` implements this rule). With the other scalers TRL's setting is used as given.
+(training.effective_scale_rewards applies this rule). With the other scalers TRL's setting is used as given.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def register_combination_function(name: str) -> Callable[[CombinationFunction], 
     return COMBINATION_FUNCTIONS.register(name)
 
 
-def register_scaling_function(name: str, normalizes_groups: bool = False) -> Callable[[ScalingFunction], ScalingFunction]:
+def register_scaling_function(
+    name: str, normalizes_groups: bool = False
+) -> Callable[[ScalingFunction], ScalingFunction]:
     """Decorator: file `fn(rewards, group_ids, **kwargs) -> rewards` under `name` (reward.scaling_function).
 
     normalizes_groups: True when the function already centres/normalizes each group, so that TRL's own
@@ -92,23 +94,9 @@ def check_scaling_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         signature.bind([], [], **kwargs)
     except TypeError as error:
         accepted = list(signature.parameters)[2:]
-        raise TypeError(f"scaling function '{name}': {error}; it accepts: {', '.join(accepted) or 'no arguments'}") from None
-
-
-def trl_scale_rewards(scaling_function: str, configured: str | bool | None) -> str | bool | None:
-    """The scale_rewards value to give TRL: "none" for a group-normalizing scaler, else `configured` unchanged.
-
-    `configured` is training_parameters.scale_rewards, None when the config does not set it (TRL's default
-    then applies). Raises ValueError when a group-normalizing scaler meets "group"/"batch"/True.
-    """
-    if not getattr(get_scaling_function(scaling_function), "normalizes_groups", False):
-        return configured
-    if configured in (None, False, "none"):
-        return "none"
-    raise ValueError(
-        f"reward.scaling_function '{scaling_function}' already normalizes each group; training_parameters."
-        f"scale_rewards: {configured!r} would scale the rewards twice. Remove scale_rewards or set it to \"none\"."
-    )
+        raise TypeError(
+            f"scaling function '{name}': {error}; it accepts: {', '.join(accepted) or 'no arguments'}"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------ combination

@@ -101,13 +101,11 @@ def normalize_exact(text: str, ignore_case: bool = True) -> str:
     return collapsed.casefold() if ignore_case else collapsed
 
 
-def _completion_answer(text: str, mode: str, answer_style: str, tagname: str) -> str | None:
+def _completion_answer(text: str, answer_style: str, tagname: str) -> str | None:
+    """The marked answer; under "auto" an unmarked text is its own answer (parse_number then takes its last number)."""
     found = extract_final_answer(text, answer_style, tagname)
     if found is not None or answer_style != "auto":
         return found
-    if mode == "numeric":
-        numbers = list(NUMBER_RE.finditer(text))
-        return numbers[-1].group(0) if numbers else None
     return text.strip() or None
 
 
@@ -130,7 +128,7 @@ def final_answer_match(
     """Rewards a final answer equal to the reference's (the `answer` column).
 
     The answer is looked for after cot_end when cot_end is set (the whole completion when it lacks cot_end;
-    think_format polices the layout). mode "numeric" compares numbers exactly ('$1,000' == '1000.0',
+    think_format polices the layout); a reference with a reasoning section is read the same way. mode "numeric" compares numbers exactly ('$1,000' == '1000.0',
     '3/4' == '0.75'); mode "exact" compares text after collapsing whitespace, dropping a trailing period and,
     with ignore_case, case. Scores correct_score or wrong_score (also when the completion has no answer);
     None when the reference has no answer to compare with (empty, or no number in numeric mode).
@@ -151,19 +149,21 @@ def final_answer_match(
     if mode not in MODES:
         raise ValueError(f"final_answer_match: mode must be one of {', '.join(MODES)}, not {mode!r}")
     if answer_style not in ANSWER_STYLES:
-        raise ValueError(f"final_answer_match: answer_style must be one of {', '.join(ANSWER_STYLES)}, not {answer_style!r}")
+        raise ValueError(
+            f"final_answer_match: answer_style must be one of {', '.join(ANSWER_STYLES)}, not {answer_style!r}"
+        )
 
     def score(completion, reference) -> float | None:
-        expected = _reference_answer(answer_text(reference), answer_style, tagname)
+        expected = _reference_answer(answer_text(reference, cot_start, cot_end), answer_style, tagname)
         if mode == "numeric":
             expected_number = parse_number(expected) if expected else None
             if expected_number is None:
                 return None
-            given = _completion_answer(answer_text(completion, cot_start, cot_end), mode, answer_style, tagname)
+            given = _completion_answer(answer_text(completion, cot_start, cot_end), answer_style, tagname)
             return correct_score if given is not None and parse_number(given) == expected_number else wrong_score
         if expected is None:
             return None
-        given = _completion_answer(answer_text(completion, cot_start, cot_end), mode, answer_style, tagname)
+        given = _completion_answer(answer_text(completion, cot_start, cot_end), answer_style, tagname)
         same = given is not None and normalize_exact(given, ignore_case) == normalize_exact(expected, ignore_case)
         return correct_score if same else wrong_score
 
@@ -222,7 +222,7 @@ def gsm8k_integerresponse(
         raise ValueError(f"gsm8k_integerresponse: answer_style must be one of {', '.join(ANSWER_STYLES)}")
 
     def is_integer(completion) -> bool:
-        given = _completion_answer(answer_text(completion, cot_start, cot_end), "exact", answer_style, tagname)
+        given = _completion_answer(answer_text(completion, cot_start, cot_end), answer_style, tagname)
         return given is not None and _INTEGER_RE.fullmatch(given.replace("$", "").strip().rstrip(".")) is not None
 
     def reward(prompts, completions, **columns) -> list[float]:

@@ -79,7 +79,8 @@ def similarity_gate(
             cot_end: "</think>"
 
     >>> gate = similarity_gate()
-    >>> gate([[]] * 2, ["<think>The sky is blue.</think> The sky is blue.", "<think>Blue light scatters.</think> Blue."])
+    >>> gate([[]] * 2, ["<think>The sky is blue.</think> The sky is blue.",
+    ...                 "<think>Blue light scatters.</think> Blue."])
     [0.1, 1.0]
     """
     if compare_to not in ("reasoning", "prompt"):

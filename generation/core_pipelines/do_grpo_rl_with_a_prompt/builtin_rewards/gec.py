@@ -76,7 +76,7 @@ def gec_edit_f1(
     """Rewards grammar corrections that make the reference's edits and no others: edit F-score in [0, 1].
 
     Source: the last user message, or the text after `source_prefix` in it (e.g. "Correct this: ").
-    Hypothesis: the completion (after cot_end when set). Target: the `answer` column. beta 1.0 gives F1,
+    Hypothesis: the completion, target: the `answer` column (both after cot_end when it is set and present). beta 1.0 gives F1,
     0.5 gives the F0.5 that GEC benchmarks report. Leaving a correct sentence alone scores 1.0; editing it,
     or leaving an incorrect one alone, 0.0. None when the row has no reference (empty `answer`).
     Tokens are words and punctuation marks, compared case-sensitively.
@@ -97,10 +97,11 @@ def gec_edit_f1(
         raise ValueError(f"gec_edit_f1: beta must be positive, not {beta}")
 
     def score(prompt, completion, target) -> float | None:
-        target = as_text(target).strip()
+        target = answer_text(target, cot_start, cot_end)
         if not target:
             return None
-        return edit_fscore(source_text(prompt, source_prefix), answer_text(completion, cot_start, cot_end), target, beta)
+        hypothesis = answer_text(completion, cot_start, cot_end)
+        return edit_fscore(source_text(prompt, source_prefix), hypothesis, target, beta)
 
     def reward(prompts, completions, **columns) -> list[float | None]:
         targets = column(columns, "answer", len(completions))

@@ -62,10 +62,13 @@ def length_reward(
     if unit not in UNITS:
         raise ValueError(f"length_reward: unit must be one of {', '.join(UNITS)}, not {unit!r}")
     if not 0 <= plateau < target_length:
-        raise ValueError(f"length_reward: needs 0 <= plateau < target_length, got plateau={plateau}, target_length={target_length}")
+        raise ValueError(
+            f"length_reward: needs 0 <= plateau < target_length, got plateau={plateau}, target_length={target_length}"
+        )
 
     def reward(prompts, completions, **columns) -> list[float]:
-        return [plateau_score(measure(answer_text(c, cot_start, cot_end), unit), target_length, plateau) for c in completions]
+        lengths = [measure(answer_text(c, cot_start, cot_end), unit) for c in completions]
+        return [plateau_score(n, target_length, plateau) for n in lengths]
 
     return reward
 
@@ -89,8 +92,8 @@ def max_length(
     """Rewards brevity: 1.0 for an answer within the limit, falling linearly to 0.0 at twice the limit.
 
     Give max_words, max_chars or both (then the lower of the two scores counts). Range [0, 1]; never None.
-    An empty answer scores 1.0: pair this with a reward for content (or think_format) so that saying
-    nothing never wins.
+    A blank answer scores 0.0: saying nothing is not brevity. This reward says nothing about content, so
+    as the only reward it teaches short answers, not right ones.
 
     Config:
         reward_funcs:
@@ -98,8 +101,8 @@ def max_length(
             max_words: 50
             cot_end: "</think>"    # limit only the answer, not the reasoning
 
-    >>> max_length(max_words=2)([[]] * 3, ["Yes.", "Yes it is.", "Yes it is so."])
-    [1.0, 0.5, 0.0]
+    >>> max_length(max_words=2)([[]] * 4, ["Yes.", "Yes it is.", "Yes it is so.", ""])
+    [1.0, 0.5, 0.0, 0.0]
     """
     if max_words is None and max_chars is None:
         raise ValueError("max_length: give max_words, max_chars or both")
@@ -109,6 +112,8 @@ def max_length(
 
     def score(completion) -> float:
         text = answer_text(completion, cot_start, cot_end)
+        if not text:
+            return 0.0
         scores = [1.0]
         if max_words is not None:
             scores.append(brevity_score(measure(text, "words"), max_words))
