@@ -51,7 +51,7 @@ class SamplePrinter:
         self._last_step = step
         for i in range(min(self.count, len(batch.completions))):
             prompt = batch.prompts[i][-1]["content"] if batch.prompts[i] else ""
-            scores = ", ".join(f"{k}={v:.3g}" for k, v in batch.per_reward.items() if v[i] is not None)
+            scores = ", ".join(f"{k}={v[i]:.3g}" for k, v in batch.per_reward.items() if v[i] is not None)
             self.printer(
                 f"\n--- sample (step {step}, {batch.dataset_names[i]}) ---\nPROMPT: {prompt[-300:]}\n"
                 f"COMPLETION: {batch.completions[i][:500]}\nREWARDS: {scores} -> combined {batch.combined[i]}"

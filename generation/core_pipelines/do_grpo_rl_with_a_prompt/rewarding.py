@@ -21,7 +21,7 @@ from generation.errors import UserInputError
 from generation.registry import UnknownNameError
 
 from .config import GRPOPipelineConfig, SEED_DATASET_LLM_KEYS
-from .post_processors import get_combination_function, get_scaling_function
+from .post_processors import check_scaling_kwargs, get_combination_function, get_scaling_function
 from .reward_registry import RewardFunction, check_initializer_kwargs, load_reward_modules
 
 COMBINED_REWARD_NAME = "combined"
@@ -68,6 +68,7 @@ def resolve_rewards(config: GRPOPipelineConfig) -> RewardPlan:
     Identical (name, kwargs) entries shared by several datasets share one initialized reward (one judge
     client, one cache). Raises UserInputError naming the reward before any model loads.
     """
+    check_reward_settings(config)
     registry = load_reward_modules()
     initialized: dict[str, RewardFunction] = {}
     per_dataset: dict[str, list[ResolvedReward]] = {}
@@ -82,12 +83,36 @@ def resolve_rewards(config: GRPOPipelineConfig) -> RewardPlan:
             check_initializer_kwargs(entry.name, initializer, kwargs)
             key = entry.name + json.dumps(kwargs, sort_keys=True, default=str)
             if key not in initialized:
-                initialized[key] = initializer(**kwargs)
+                try:
+                    initialized[key] = initializer(**kwargs)
+                except (ValueError, TypeError, FileNotFoundError) as error:
+                    raise UserInputError(
+                        f"datasets[{index}] ({dataset.display_name}): reward '{entry.name}': {error}"
+                    ) from error
             function = initialized[key]
             label = _unique_label(entry.name, [r.label for r in rewards])
             rewards.append(ResolvedReward(label, entry.weight, function, _is_async(function)))
         per_dataset[dataset.display_name] = rewards
     return RewardPlan(per_dataset)
+
+
+def check_reward_settings(config: GRPOPipelineConfig) -> None:
+    """Check the reward section: known post-processors, their kwargs, and no double scaling with TRL."""
+    from .training import effective_scale_rewards
+
+    reward = config.reward
+    try:
+        get_combination_function(reward.combination_function)
+        check_scaling_kwargs(reward.scaling_function, reward.scaling_kwargs)
+    except (UnknownNameError, TypeError) as error:
+        raise UserInputError(f"reward: {error}") from None
+    effective_scale_rewards(config)  # raises on a conflicting scale_rewards
+    aggregation = (config.training_parameters.model_extra or {}).get("multi_objective_aggregation")
+    if aggregation == "normalize_then_sum" and getattr(get_scaling_function(reward.scaling_function), "normalizes_groups", False):
+        raise UserInputError(
+            f"training_parameters.multi_objective_aggregation 'normalize_then_sum' standardises each group in TRL, "
+            f"and reward.scaling_function '{reward.scaling_function}' already does: keep one of them"
+        )
 
 
 def _with_dataset_judge_defaults(kwargs: dict, dataset: Any, initializer: Callable) -> dict:
@@ -142,9 +167,11 @@ class CombinedReward:
     stop_sequences: Sequence[str] = ()
     on_scored: Optional[Callable[["ScoredBatch"], None]] = None
     pending_metrics: dict[str, list[float]] = field(default_factory=dict)
-    __name__: str = COMBINED_REWARD_NAME
 
     def __post_init__(self) -> None:
+        # TRL logs what this returns (after scaling) as rewards/training_reward/*; we log the combined reward
+        # before scaling as rewards/combined/* and each reward as rewards/<name>/*.
+        self.__name__ = "training_reward"
         self._combine = get_combination_function(self.combination_function)
         self._scale = get_scaling_function(self.scaling_function)
 

@@ -43,9 +43,16 @@ def effective_scale_rewards(config: GRPOPipelineConfig) -> str:
     return explicit or "group"
 
 
-def grpo_config_kwargs(config: GRPOPipelineConfig, paths: RunPaths, has_eval: bool, eos_token_id: Optional[int]) -> dict:
-    """Keyword arguments for trl.GRPOConfig: the training_parameters, minus the keys the node handles."""
+def grpo_config_kwargs(
+    config: GRPOPipelineConfig, paths: RunPaths, has_eval: bool, eos_token_id: Optional[int], model_dtype: str
+) -> dict:
+    """Keyword arguments for trl.GRPOConfig: the training_parameters, minus the keys the node handles.
+
+    `model_dtype` ('bfloat16', 'float16', 'float32') sets mixed precision to match the loaded weights.
+    """
     params = config.training_parameters.model_dump(exclude=set(NODE_ONLY_TRAINING_KEYS))
+    params.setdefault("bf16", model_dtype == "bfloat16")
+    params.setdefault("fp16", model_dtype == "float16")
     params.pop("output_dir")
     params["output_dir"] = str(paths.checkpoints)
     params["scale_rewards"] = effective_scale_rewards(config)
@@ -87,7 +94,8 @@ def train(
     from trl import GRPOConfig, GRPOTrainer
 
     tokenizer = loaded.tokenizer
-    args = GRPOConfig(**grpo_config_kwargs(config, paths, bool(eval_rows), tokenizer.eos_token_id))
+    model_dtype = str(loaded.model.dtype).removeprefix("torch.")
+    args = GRPOConfig(**grpo_config_kwargs(config, paths, bool(eval_rows), tokenizer.eos_token_id, model_dtype))
     trainer = GRPOTrainer(
         model=loaded.model,
         reward_funcs=[reward_function],
