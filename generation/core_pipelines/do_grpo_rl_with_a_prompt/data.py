@@ -13,6 +13,10 @@ count is met or the file is exhausted. Each dataset draws from its own RNG strea
 so adding a dataset does not change the rows of the others; the train rows of all datasets are then
 shuffled together (seeded). Same seed, same rows in the same order.
 
+Bad rows (broken JSON, no assistant turn after a user turn, an unknown role, empty text, no
+conversations/messages/prompt) are skipped and counted, the first few kept as "path:line: reason", and
+replaced by further draws; with dataset_settings.strict the first one raises DataError instead.
+
 A row: {"prompt": [{"role", "content"}, ...] (the conversation before the target assistant turn),
 "answer": the target assistant turn's text (the reference answer), "dataset_name", "source" ("path:line"
 for JSON Lines, "path:#index" for JSON arrays and Parquet), plus the raw row's other top-level scalar
