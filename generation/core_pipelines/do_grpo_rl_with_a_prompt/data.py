@@ -144,7 +144,8 @@ def fit_prompts_to_length(
     count_tokens(messages) is the prompt's token count after the chat template. "truncate" drops whole
     early turns (keeping the leading system message(s) and at least the final user turn, so that the prompt
     still starts with an optional system message then a user turn) and drops the row when even that is too
-    long; "drop" drops every overlong row. Returns new lists and a new report; `data` is left unchanged.
+    long; "drop" drops every overlong row. Returns new lists and a new report, leaving `data` unchanged
+    (with max_prompt_length None: `data` itself).
     """
     if mode not in ("truncate", "drop"):
         raise ValueError(f"mode must be 'truncate' or 'drop', got {mode!r}")
