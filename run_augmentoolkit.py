@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (repeatable); the value is parsed as YAML")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan without training")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over instead of resuming (an existing run directory is moved aside)")
     return parser.parse_args(argv)
 
 
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = planned_nodes(args)
         for node_name, config_path, parameters in plan:
             print(f"=== node {node_name}: {config_path}")
-            NODES.get(node_name)(str(config_path), overrides=args.overrides, dry_run=args.dry_run, **parameters)
+            NODES.get(node_name)(str(config_path), overrides=args.overrides, dry_run=args.dry_run, fresh=args.fresh,
+                                 **parameters)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

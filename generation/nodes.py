@@ -1,6 +1,6 @@
 """Pipeline nodes that super_config.yaml can name, and the path aliases their configs may use.
 
-A node is a function `run(config_path, overrides, dry_run, **parameters)`; its module is imported only
+A node is a function `run(config_path, overrides, dry_run, fresh, **parameters)`; its module is imported only
 when the node runs, so listing nodes stays cheap.
 """
 
@@ -20,11 +20,11 @@ DEFAULT_PATH_ALIASES = {
 
 
 @NODES.register("grpo-rl-pipeline")
-def run_grpo_node(config_path: str, overrides: list[str], dry_run: bool, **parameters: Any) -> Any:
+def run_grpo_node(config_path: str, overrides: list[str], dry_run: bool, fresh: bool = False, **parameters: Any) -> Any:
     """The GRPO node (generation/core_pipelines/do_grpo_rl_with_a_prompt)."""
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import run_grpo_pipeline
 
-    return run_grpo_pipeline(config_path, overrides=overrides, dry_run=dry_run, **parameters)
+    return run_grpo_pipeline(config_path, overrides=overrides, dry_run=dry_run, fresh=fresh, **parameters)
 
 
 def resolve_alias_path(value: str, aliases: dict[str, str], root: Path) -> Path:

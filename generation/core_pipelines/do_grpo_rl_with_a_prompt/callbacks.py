@@ -21,9 +21,9 @@ class HighScoringSaver:
         self.saved = 0
 
     def __call__(self, batch: ScoredBatch) -> None:
-        if self.threshold is None:
+        if self.threshold is None or batch.mode != "train":
             return
-        step = int(getattr(batch.trainer_state, "global_step", 0)) + 1  # the step these completions train
+        step = batch.step
         for i, combined in enumerate(batch.combined):
             if combined is None or combined < self.threshold:
                 continue
@@ -45,8 +45,8 @@ class SamplePrinter:
         self._last_step = -1
 
     def __call__(self, batch: ScoredBatch) -> None:
-        step = int(getattr(batch.trainer_state, "global_step", 0)) + 1
-        if self.every <= 0 or step % self.every or step == self._last_step:
+        step = batch.step
+        if batch.mode != "train" or self.every <= 0 or step % self.every or step == self._last_step:
             return
         self._last_step = step
         for i in range(min(self.count, len(batch.completions))):
@@ -56,6 +56,19 @@ class SamplePrinter:
                 f"\n--- sample (step {step}, {batch.dataset_names[i]}) ---\nPROMPT: {prompt[-300:]}\n"
                 f"COMPLETION: {batch.completions[i][:500]}\nREWARDS: {scores} -> combined {batch.combined[i]}"
             )
+
+
+class BatchLog:
+    """Appends which rows each step trained on to batches.jsonl (debugging, and resume checks)."""
+
+    def __init__(self, appender: JsonlAppender):
+        self.appender = appender
+
+    def __call__(self, batch: ScoredBatch) -> None:
+        if batch.mode != "train":
+            return
+        sources = list(dict.fromkeys(batch.sources))  # one entry per prompt, in order
+        self.appender.append({"step": batch.step, "sources": sources})
 
 
 def fan_out(*listeners: Callable[[ScoredBatch], None]) -> Callable[[ScoredBatch], None]:

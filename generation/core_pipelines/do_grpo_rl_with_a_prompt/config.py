@@ -70,7 +70,13 @@ class TrainingParameters(Section):
     logging_steps: float = Field(1, description="Log metrics every this many steps.")
     save_steps: float = Field(50, description="Save a checkpoint every this many steps.")
     save_total_limit: Optional[int] = Field(3, description="Most checkpoints kept on disk (oldest removed first).")
-    report_to: Union[str, list[str]] = Field("none", description="'wandb', 'tensorboard', a list of both, or 'none'.")
+    report_to: Union[str, list[str]] = Field(
+        "none", description="'wandb' (online with a key, offline without), 'tensorboard', a list, or 'none'. "
+        "metrics.jsonl is always written."
+    )
+    sample_every: Optional[int] = Field(
+        None, description="Print a few prompt / completion / reward samples every this many steps (default: 5 times a run)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -99,7 +105,7 @@ class TrainingParameters(Section):
         return self
 
 
-NODE_ONLY_TRAINING_KEYS = ("max_prompt_length", "chat_template", "model_stop_sequences")
+NODE_ONLY_TRAINING_KEYS = ("max_prompt_length", "chat_template", "model_stop_sequences", "sample_every")
 """training_parameters keys the node handles itself and never passes to GRPOConfig."""
 
 

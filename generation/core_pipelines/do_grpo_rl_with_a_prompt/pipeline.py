@@ -17,6 +17,7 @@ from generation.errors import UserInputError
 
 from .config import GRPOPipelineConfig, load_config, redact_secrets
 from .data import SampledData, fit_prompts_to_length, sample_datasets
+from .lifecycle import prepare_run_directory
 from .rewarding import CombinedReward, RewardPlan, resolve_rewards
 from .run_files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
 
@@ -32,9 +33,17 @@ class RunOutcome:
 
 
 def run_grpo_pipeline(
-    config_path: str | Path, overrides: Optional[list[str]] = None, dry_run: bool = False, base_dir: Optional[Path] = None
+    config_path: str | Path,
+    overrides: Optional[list[str]] = None,
+    dry_run: bool = False,
+    fresh: bool = False,
+    base_dir: Optional[Path] = None,
 ) -> RunOutcome:
-    """Run the GRPO node for one config file; `dry_run` stops after printing the plan (no model loaded)."""
+    """Run the GRPO node for one config file.
+
+    `dry_run` stops after printing the plan (no model loaded). A run directory with checkpoints is resumed
+    unless `fresh` (then the old directory is moved aside).
+    """
     base_dir = Path(base_dir or Path.cwd())
 
     # 1. Config: validated in full before anything heavy happens.
@@ -70,28 +79,36 @@ def run_grpo_pipeline(
     if not data.train_rows:
         raise UserInputError("no training rows left after sampling and prompt-length filtering")
 
-    # 6. Run directory, reward function with its listeners, callbacks.
+    # 6. Run directory (resumed when it has checkpoints), reward function with its listeners, callbacks.
     paths = RunPaths(base_dir / config.training_parameters.output_dir)
+    config_snapshot = redact_secrets(config.model_dump(mode="json", exclude_none=True))
+    resume_from = prepare_run_directory(paths, config_snapshot, fresh)
     paths.root.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(paths, redact_secrets(config.model_dump(mode="json", exclude_none=True)))
+    write_resolved_config(paths, config_snapshot)
+    configure_reporting(config, paths)
     reward_function, callbacks = build_reward_and_callbacks(config, plan, paths)
 
     # 7. Train, then save the final adapter with its tokenizer.
     from .training import train
 
-    result = train(config, paths, loaded, reward_function, data.train_rows, data.eval_rows, callbacks)
+    result = train(config, paths, loaded, reward_function, data.train_rows, data.eval_rows, callbacks, resume_from)
     if result.stopped_early:
         print(f"run stopped early: {result.stopped_early}")
+    if result.interrupted:
+        print(f"stopped at step {result.steps}; a checkpoint was saved. Run the same command again to resume.")
 
-    # 8. Summary: did the reward go up?
-    return summarize_run(paths, result.steps)
+    # 8. Summary and plots: did the reward go up?
+    return summarize_run(paths, result.steps, finished=not (result.interrupted or result.stopped_early))
 
 
 def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, paths: RunPaths) -> tuple[Any, list]:
     """The combined reward TRL calls, with the high-scoring saver and sample printer attached."""
-    from .callbacks import HighScoringSaver, SamplePrinter, fan_out, make_metrics_callback
+    from .callbacks import BatchLog, HighScoringSaver, SamplePrinter, fan_out, make_metrics_callback
 
-    listeners = [SamplePrinter(every=max(1, config.training_parameters.max_steps // 5))]
+    listeners = [
+        SamplePrinter(every=config.training_parameters.sample_every or max(1, config.training_parameters.max_steps // 5)),
+        BatchLog(JsonlAppender(paths.root / "batches.jsonl")),
+    ]
     if config.reward.high_scoring_save_path and config.reward.score_save_threshold is not None:
         appender = JsonlAppender(paths.root / config.reward.high_scoring_save_path)
         listeners.append(HighScoringSaver(appender, config.reward.score_save_threshold))
@@ -107,18 +124,57 @@ def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, pat
     return reward_function, callbacks
 
 
-def summarize_run(paths: RunPaths, steps: int) -> RunOutcome:
-    """Write summary.json and print the first vs last window of the mean reward."""
+def configure_reporting(config: GRPOPipelineConfig, paths: RunPaths) -> None:
+    """wandb online when a key is configured, offline otherwise; its files go into the run directory."""
+    import os
+
+    report_to = config.training_parameters.report_to
+    targets = [report_to] if isinstance(report_to, str) else list(report_to)
+    if "wandb" in targets:
+        os.environ.setdefault("WANDB_DIR", str(paths.root))
+        if not (os.environ.get("WANDB_API_KEY") or _has_wandb_login()):
+            os.environ.setdefault("WANDB_MODE", "offline")
+            print("wandb: no API key configured, logging offline (sync later with `wandb sync`)")
+    if "tensorboard" in targets:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+            raise UserInputError("report_to includes tensorboard, but it is not installed: pip install tensorboard")
+
+
+def _has_wandb_login() -> bool:
+    import netrc
+    import os
+
+    try:
+        return netrc.netrc(os.path.expanduser("~/.netrc")).authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def summarize_run(paths: RunPaths, steps: int, finished: bool = True) -> RunOutcome:
+    """Write summary.json and plots; print the first vs last window of the mean reward."""
     import json
 
     from .callbacks import reward_trend
 
     first, last = reward_trend(read_jsonl(paths.metrics))
-    summary = {"steps": steps, "first_window_reward": first, "last_window_reward": last}
+    summary = {"steps": steps, "finished": finished, "first_window_reward": first, "last_window_reward": last}
+    best = paths.root / "best.json"
+    if best.exists():
+        info = json.loads(best.read_text())
+        summary.update(best_checkpoint=info.get("checkpoint"), best_metric=info.get("metric"), best_value=info.get("value"))
     write_text_atomically(paths.summary, json.dumps(summary, indent=2))
     if first is not None:
         print(f"mean reward: first window {first:.3f} -> last window {last:.3f}")
-    print(f"adapter saved to {paths.final_adapter}")
+    try:
+        from cli_utils.plot_run import plot_run
+
+        print(f"plots: {', '.join(str(p.name) for p in plot_run(paths.root))} in {paths.plots}")
+    except Exception as error:  # plots are a convenience: never fail a finished run over them
+        print(f"plots skipped: {error}")
+    if finished:
+        print(f"adapter saved to {paths.final_adapter}")
     return RunOutcome(paths, steps, first, last)
 
 

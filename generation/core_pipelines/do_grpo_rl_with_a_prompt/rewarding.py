@@ -166,6 +166,7 @@ class CombinedReward:
     scaling_kwargs: dict = field(default_factory=dict)
     stop_sequences: Sequence[str] = ()
     on_scored: Optional[Callable[["ScoredBatch"], None]] = None
+    mode_probe: Callable[[], str] = lambda: "train"  # the trainer sets this: "train" or "eval"
     pending_metrics: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -188,7 +189,10 @@ class CombinedReward:
 
         self._log_stats(per_reward, combined, columns.get("log_metric"))
         if self.on_scored is not None:
-            self.on_scored(ScoredBatch(prompts, texts, dataset_names, per_reward, combined, columns.get("trainer_state")))
+            self.on_scored(ScoredBatch(
+                prompts, texts, dataset_names, per_reward, combined, columns.get("source") or [],
+                self.mode_probe(), columns.get("trainer_state"),
+            ))
         groups = group_ids_for(prompts, columns.get("source"))
         return self._scale(combined, groups, **self.scaling_kwargs)
 
@@ -247,7 +251,14 @@ class ScoredBatch:
     dataset_names: list[str]
     per_reward: dict[str, list[Optional[float]]]
     combined: list[Optional[float]]
+    sources: list[str]
+    mode: str = "train"
     trainer_state: Any = None
+
+    @property
+    def step(self) -> int:
+        """The optimizer step these completions are trained in (1-based)."""
+        return int(getattr(self.trainer_state, "global_step", 0)) + 1
 
 
 async def _call_reward(reward: ResolvedReward, dataset: str, prompts, texts, columns) -> list[Optional[float]]:

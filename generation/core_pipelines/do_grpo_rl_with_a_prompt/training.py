@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from .config import NODE_ONLY_TRAINING_KEYS, ConfigError, GRPOPipelineConfig
 from .post_processors import get_scaling_function
+from .lifecycle import make_lifecycle_callback, staging_dir
 from .run_files import RunPaths
 
 CHECKPOINT_PREFIX = "checkpoint"
@@ -23,6 +24,7 @@ class TrainResult:
     steps: int
     seconds: float
     stopped_early: Optional[str] = None
+    interrupted: bool = False
 
 
 def effective_scale_rewards(config: GRPOPipelineConfig) -> str:
@@ -54,7 +56,7 @@ def grpo_config_kwargs(
     params.setdefault("bf16", model_dtype == "bfloat16")
     params.setdefault("fp16", model_dtype == "float16")
     params.pop("output_dir")
-    params["output_dir"] = str(paths.checkpoints)
+    params["output_dir"] = str(staging_dir(paths))  # lifecycle moves each finished checkpoint into place
     params["scale_rewards"] = effective_scale_rewards(config)
     params.setdefault("save_strategy", "steps")
     params.setdefault("logging_first_step", True)
@@ -71,7 +73,8 @@ def grpo_config_kwargs(
         params["generation_kwargs"] = generation_kwargs
     if has_eval:
         params.setdefault("eval_strategy", "steps")
-        params.setdefault("eval_steps", params["save_steps"])
+        params.setdefault("eval_steps", params["save_steps"])  # every eval has a checkpoint to call best
+        params.setdefault("metric_for_best_model", "eval_reward")
         params.setdefault("num_generations_eval", 1)
         params.setdefault("per_device_eval_batch_size", max(1, params["per_device_train_batch_size"] // params["num_generations"]))
     if params.get("report_to") == "wandb" or "wandb" in (params.get("report_to") or []):
@@ -105,17 +108,27 @@ def train(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    lifecycle = make_lifecycle_callback(
+        paths, config.training_parameters.save_total_limit, args.metric_for_best_model if eval_rows else None,
+        args.greater_is_better if args.greater_is_better is not None else True,
+    )
+    trainer.add_callback(lifecycle)
+    reward_function.mode_probe = lambda: "train" if trainer.model.training else "eval"
     started = time.monotonic()
     stopped_early = None
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except Exception as error:
         if type(error).__name__ != "JudgeFailureError":
             raise
         stopped_early = str(error)
         trainer._save_checkpoint(trainer.model, trial=None)  # keep the work done so far; resume continues here
-    save_adapter(trainer.model, tokenizer, paths.final_adapter)
-    return TrainResult(trainer.state.global_step, time.monotonic() - started, stopped_early)
+        lifecycle.on_save(args, trainer.state, trainer.control)
+    result = TrainResult(trainer.state.global_step, time.monotonic() - started, stopped_early,
+                         interrupted=bool(lifecycle.stop_requested))
+    if not result.interrupted and not stopped_early:
+        save_adapter(trainer.model, tokenizer, paths.final_adapter)
+    return result
 
 
 def save_adapter(model: Any, tokenizer: Any, directory: Any) -> None:
