@@ -275,9 +275,6 @@ def merge_lora(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     trained_on = adapter_config.get("base_model_name_or_path") or ""
-    if not same_model_name(trained_on, base_model):
-        result.warnings.append(f"the adapter was trained on '{trained_on}', merging it into '{base_model}'")
-        log(f"warning: {result.warnings[-1]} (its modules and shapes match, so going on)")
     try:
         config = AutoConfig.from_pretrained(base_model, gguf_file=gguf_file)
     except (OSError, ValueError) as error:
@@ -292,6 +289,9 @@ def merge_lora(
             f"the adapter in {adapter_dir} does not fit the base model '{base_model}' "
             f"(it was trained on '{trained_on or 'unknown'}'):\n  {shown}"
         )
+    if not same_model_name(trained_on, base_model):
+        result.warnings.append(f"the adapter was trained on '{trained_on}', merging it into '{base_model}'")
+        log(f"warning: {result.warnings[-1]} (its modules and shapes match, so going on)")
 
     # 2. Load base + adapter in the chosen dtype.
     result.dtype = config_dtype(config) if dtype == "auto" else DTYPES[dtype]
@@ -301,10 +301,9 @@ def merge_lora(
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch_dtype, **gguf_kwargs(gguf_file))
     if gguf_file:
         model = dequantized(model)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        result.warnings.append(
-            f"the tokenizer has {len(tokenizer)} tokens but the model only {model.get_input_embeddings().weight.shape[0]} embeddings"
-        )
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        result.warnings.append(f"the tokenizer has {len(tokenizer)} tokens but the model only {rows} embeddings")
         log(f"warning: {result.warnings[-1]}")
     from peft import PeftModel
 
