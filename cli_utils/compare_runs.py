@@ -205,7 +205,10 @@ def compare_runs(run_dirs: list[str | Path], window: int = 5) -> str:
     evaluation = []
     if any("best eval metric" in f for f in facts):
         evaluation.append(["best eval metric"] + [_format(f.get("best eval metric")) for f in facts])
-        evaluation.append(["best eval value"] + _mark_best([f.get("best eval value") for f in facts]))
+        names = {f.get("best eval metric") for f in facts if f.get("best eval metric")}
+        comparable = len(names) == 1 and "loss" not in next(iter(names))  # '*' means highest: not for a loss
+        values = [f.get("best eval value") for f in facts]
+        evaluation.append(["best eval value"] + (_mark_best(values) if comparable else [_format(v) for v in values]))
         evaluation.append(["best checkpoint"] + [_format(f.get("best checkpoint")) for f in facts])
 
     configs = [f["config"] for f in facts]
