@@ -3,6 +3,7 @@
     python run_augmentoolkit.py                       # every node in super_config.yaml
     python run_augmentoolkit.py --dry-run             # validate config, sample data, resolve rewards; no model
     python run_augmentoolkit.py --node grpo-rl-pipeline --config my_grpo.yaml --set training_parameters.max_steps=5
+    python run_augmentoolkit.py --sweep training_parameters.learning_rate=1e-5,3e-5 --sweep model.lora_rank=8,16
 
 Exit status: 0 done, 1 the run failed, 2 bad configuration or input (nothing was written).
 """
@@ -22,6 +23,7 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigErro
 from generation.nodes import DEFAULT_PATH_ALIASES, NODES, resolve_alias_path  # noqa: E402
 from generation.errors import UserInputError  # noqa: E402
 from generation.registry import UnknownNameError  # noqa: E402
+from generation.sweep import expand_sweep, run_name_for  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (repeatable); the value is parsed as YAML")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan without training")
+    parser.add_argument("--sweep", action="append", default=[], metavar="SECTION.KEY=V1,V2",
+                        help="run the grid of these values (repeatable), each in its own run directory, "
+                        "then print a comparison table")
     parser.add_argument("--fresh", action="store_true",
                         help="start over instead of resuming (an existing run directory is moved aside)")
     return parser.parse_args(argv)
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         plan = planned_nodes(args)
+        if args.sweep:
+            return run_sweep(args, plan)
         for node_name, config_path, parameters in plan:
             print(f"=== node {node_name}: {config_path}")
             NODES.get(node_name)(str(config_path), overrides=args.overrides, dry_run=args.dry_run, fresh=args.fresh,
@@ -86,6 +93,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def run_sweep(args: argparse.Namespace, plan: list[tuple[str, Path, dict]]) -> int:
+    """Run each node once per grid point, each in `<output_dir>/<combination>`, then compare the runs."""
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import load_config
+
+    grid = expand_sweep(args.sweep)
+    run_dirs = []
+    for node_name, config_path, parameters in plan:
+        base_output = load_config(config_path, args.overrides).training_parameters.output_dir
+        for combination in grid:
+            run_dir = f"{base_output}/{run_name_for(combination)}"
+            overrides = [*args.overrides, *combination, f"training_parameters.output_dir={run_dir}"]
+            print(f"=== sweep {node_name}: {' '.join(combination)} -> {run_dir}")
+            NODES.get(node_name)(str(config_path), overrides=overrides, dry_run=args.dry_run, fresh=args.fresh,
+                                 **parameters)
+            run_dirs.append(run_dir)
+    if not args.dry_run:
+        from cli_utils.compare_runs import compare_runs
+
+        print(compare_runs([Path(d) for d in run_dirs]))
     return 0
 
 

@@ -71,7 +71,9 @@ def run_grpo_pipeline(
     # 5. Prompts that are too long for max_prompt_length lose early turns (or are dropped).
     data = fit_prompts_to_length(
         data,
-        lambda messages: len(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)),
+        lambda messages: len(
+            loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        ),
         config.training_parameters.max_prompt_length,
         config.dataset_settings.overlong_prompts,
     )
