@@ -118,3 +118,18 @@ def test_stop_sequences_really_stop_generation(tmp_path, tiny_model_dir):
     # generation stopped at the token holding the first space: no completion goes on to a second one
     assert all(text.count(" ") <= 1 for text in seen), seen
     assert all(" " not in original(text, [" "]) for text in seen)  # rewards see the text before the stop
+
+
+def test_prompt_token_counter_counts_tokens_of_the_templated_prompt(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import prompt_token_counter
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    count = prompt_token_counter(tokenizer)
+    short = [{"role": "user", "content": "the cat"}]
+    long = [{"role": "user", "content": "the cat sat on a mat " * 20}]
+    expected = len(tokenizer(tokenizer.apply_chat_template(short, add_generation_prompt=True, tokenize=False),
+                             add_special_tokens=False)["input_ids"])
+    assert count(short) == expected
+    assert count(long) > count(short) + 20

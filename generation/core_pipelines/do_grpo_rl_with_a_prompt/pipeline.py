@@ -71,9 +71,7 @@ def run_grpo_pipeline(
     # 5. Prompts that are too long for max_prompt_length lose early turns (or are dropped).
     data = fit_prompts_to_length(
         data,
-        lambda messages: len(
-            loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
-        ),
+        prompt_token_counter(loaded.tokenizer),
         config.training_parameters.max_prompt_length,
         config.dataset_settings.overlong_prompts,
     )
@@ -101,6 +99,16 @@ def run_grpo_pipeline(
 
     # 8. Summary and plots: did the reward go up?
     return summarize_run(paths, result.steps, finished=not (result.interrupted or result.stopped_early))
+
+
+def prompt_token_counter(tokenizer: Any) -> Any:
+    """messages -> number of prompt tokens after the chat template (generation prompt included)."""
+
+    def count(messages: list[dict]) -> int:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        return len(ids)
+
+    return count
 
 
 def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, paths: RunPaths) -> tuple[Any, list]:
