@@ -148,9 +148,11 @@ def test_eval_percentage_and_eval_path(tmp_path):
     held = write(tmp_path / "held.json", [messages(i) for i in range(10)])
     data = sample([{"path": str(train), "percentage": 0.5, "eval_percentage": 0.2}],
                   total_rows=100, eval_path=str(held), eval_rows=4)
-    from_train = [row for row in data.eval_rows if row["dataset_name"] == "train"]
-    from_file = [row for row in data.eval_rows if row["dataset_name"] == "held"]
+    from_train = [row for row in data.eval_rows if "train.jsonl" in row["source"]]
+    from_file = [row for row in data.eval_rows if "held.json" in row["source"]]
     assert len(data.train_rows) == 40 and len(from_train) == 10 and len(from_file) == 4
+    # eval_path rows are scored by the first dataset's rewards (dataset_settings.eval_rewards_from)
+    assert {row["dataset_name"] for row in data.eval_rows} == {"train"}
     assert not {r["source"] for r in data.train_rows} & {r["source"] for r in from_train}
     assert data.report.per_dataset["train"]["eval"] == 10 and data.report.per_dataset["train"]["train"] == 40
     assert data.report.per_dataset["held (eval_path)"]["eval"] == 4

@@ -265,6 +265,9 @@ class DatasetSettings(Section):
     )
     eval_path: Optional[str] = Field(None, description="A separate evaluation dataset (any supported format).")
     eval_rows: int = Field(32, gt=0, description="Most rows used from eval_path.")
+    eval_rewards_from: Optional[str] = Field(
+        None, description="Name of the dataset whose rewards score the eval_path rows; default: the first dataset."
+    )
 
 
 class PostProcessorsCompat(Section):
@@ -313,6 +316,10 @@ class GRPOPipelineConfig(Section):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"datasets share the name(s) {duplicates}: give each a distinct 'name'")
+        scorer = self.dataset_settings.eval_rewards_from
+        if scorer is not None and scorer not in names:
+            raise ValueError(f"dataset_settings.eval_rewards_from '{scorer}'{did_you_mean(scorer, names)} names no dataset; "
+                             f"datasets: {', '.join(names)}")
         return self
 
 

@@ -5,7 +5,8 @@ How many rows each dataset gives (the seed's rule): `percentage` is a per-datase
 round(percentage_i * total_rows) rows (Python's round) and gives that many, or all of its usable rows when
 it has fewer (sampling is without replacement; the report says "capped"). `eval_percentage` of a
 dataset's sampled rows (rounded) go to the eval rows instead of the train rows. `dataset_settings.eval_path`
-is one more, evaluation-only file: up to `eval_rows` of its rows, named after its stem, all in eval_rows.
+is one more, evaluation-only file: up to `eval_rows` of its rows, all in eval_rows, scored by the rewards
+of the dataset named in `eval_rewards_from` (default: the first dataset).
 
 Order of work, so that a 1M-row file costs about a second: index the file cheaply (data_formats.py), draw
 row numbers with a seeded RNG, read and check only those rows, and draw replacements for bad ones until the
@@ -126,7 +127,9 @@ def sample_datasets(
         train_rows += [row for i, row in enumerate(rows) if i not in held]
         report.per_dataset[name].update(train=len(rows) - len(held), eval=len(held))
     if settings.eval_path:
-        eval_rows += _sample_eval_path(settings, seed, base_dir, report)
+        scorer = settings.eval_rewards_from or (datasets[0].display_name if datasets else None)
+        eval_rows += [{**row, "dataset_name": scorer or row["dataset_name"]}
+                      for row in _sample_eval_path(settings, seed, base_dir, report)]
     order = _rng(seed, "", "mix").permutation(len(train_rows))
     train_rows = [train_rows[i] for i in order]
     _unify_columns(train_rows + eval_rows)
