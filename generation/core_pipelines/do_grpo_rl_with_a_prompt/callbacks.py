@@ -6,6 +6,7 @@ does not import transformers.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Optional
 
 from .rewarding import COMBINED_REWARD_NAME, ScoredBatch
@@ -89,7 +90,7 @@ def make_metrics_callback(appender: JsonlAppender, extra_metrics: Callable[[], d
         def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
             if not logs:
                 return
-            record = {"step": state.global_step, "epoch": state.epoch}
+            record = {"step": state.global_step, "epoch": state.epoch, "wall_time": time.time()}
             record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str, bool)) or v is None})
             record.update(extra_metrics())
             appender.append(record)
