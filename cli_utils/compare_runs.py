@@ -19,6 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python cli_utils/<tool>.py`
+    sys.path.insert(0, str(ROOT))
+
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_files import read_jsonl  # noqa: E402
+
 KEY_SETTINGS = (
     "model.base_model_name",
     "training_parameters.learning_rate",
@@ -35,19 +41,6 @@ MISSING = "-"
 # ------------------------------------------------------------------------------------------ reading
 
 
-def _records(path: Path) -> list[dict]:
-    """Complete JSON objects of a JSONL file (a torn last line is skipped); [] when absent."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
 
 
 def _number(value: Any) -> float | None:
@@ -92,7 +85,7 @@ def run_facts(run_dir: Path, window: int) -> dict[str, Any]:
     """Everything the table shows about one run."""
     import yaml
 
-    records = [r for r in _records(run_dir / "metrics.jsonl") if _number(r.get("step")) is not None]
+    records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if _number(r.get("step")) is not None]
     is_eval = [any(k.startswith(("eval_", "eval/")) for k in r) for r in records]
     train = [r for r, flag in zip(records, is_eval) if not flag]
     evals = [r for r, flag in zip(records, is_eval) if flag]

@@ -11,12 +11,17 @@ run still writing, or killed) is skipped. The pipeline calls plot_run() at the e
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python cli_utils/<tool>.py`
+    sys.path.insert(0, str(ROOT))
+
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_files import read_jsonl  # noqa: E402
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_PREFIXES = ("eval_", "eval/")
@@ -37,15 +42,7 @@ class Series:
 
 def read_metrics(path: Path) -> list[dict]:
     """Every complete JSON object in a metrics file; torn or foreign lines are skipped."""
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and _number(record.get("step")) is not None:
-            records.append(record)
-    return records
+    return [record for record in read_jsonl(path) if _number(record.get("step")) is not None]
 
 
 def _number(value) -> float | None:

@@ -106,15 +106,17 @@ class JsonlAppender:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """All complete JSON lines of a file (a torn last line is skipped)."""
-    if not path.exists():
+    """Every complete JSON object of a JSONL file (torn or non-object lines are skipped); [] when absent."""
+    if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
