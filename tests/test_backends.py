@@ -26,16 +26,18 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends import (
     select_backend,
 )
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.trl_backend import lora_config_kwargs
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.generation import (
+    generation_path,
+    stop_generation_kwargs,
+    uses_vllm,
+    vllm_grpo_kwargs,
+)
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.unsloth_backend import (
     STANDARD_LORA_TARGETS,
-    generation_path,
     imported_too_early,
-    stop_generation_kwargs,
     unsloth_from_pretrained_kwargs,
     unsloth_peft_kwargs,
     unsloth_source_problem,
-    uses_vllm,
-    vllm_grpo_kwargs,
 )
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import validate_config
 from generation.errors import UserInputError

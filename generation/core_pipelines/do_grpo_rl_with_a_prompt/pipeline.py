@@ -50,6 +50,10 @@ def run_grpo_pipeline(
     config = load_config(config_path, overrides)
     seed = config.training_parameters.seed
     random.seed(seed)
+    from .backends import select_backend
+    from .backends.unsloth_backend import unsloth_source_problem
+
+    backend = select_backend(config.model.backend, source_problem=unsloth_source_problem(config))
 
     # 2. Data: sampled first (cheap), so a bad file fails fast.
     data = sample_datasets(config.datasets, config.dataset_settings, seed=seed, base_dir=base_dir)
@@ -62,9 +66,8 @@ def run_grpo_pipeline(
         return RunOutcome(paths=None)
 
     # 4. Model: the backend loads it and wraps it with LoRA.
-    from .backends import load_model, select_backend
+    from .backends import load_model
 
-    backend = select_backend(config.model.backend)
     loaded = load_model(config, backend)
     print(f"backend: {loaded.backend}; generation: {loaded.generation_path}")
 

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from .config import NODE_ONLY_TRAINING_KEYS, ConfigError, GRPOPipelineConfig
 from .post_processors import get_scaling_function
+from .backends.generation import stop_generation_kwargs
 from .lifecycle import make_lifecycle_callback, staging_dir
 from .run_files import RunPaths
 
@@ -46,13 +47,21 @@ def effective_scale_rewards(config: GRPOPipelineConfig) -> str:
 
 
 def grpo_config_kwargs(
-    config: GRPOPipelineConfig, paths: RunPaths, has_eval: bool, eos_token_id: Optional[int], model_dtype: str
+    config: GRPOPipelineConfig,
+    paths: RunPaths,
+    has_eval: bool,
+    eos_token_id: Optional[int],
+    model_dtype: str,
+    engine_kwargs: Optional[dict] = None,
 ) -> dict:
     """Keyword arguments for trl.GRPOConfig: the training_parameters, minus the keys the node handles.
 
-    `model_dtype` ('bfloat16', 'float16', 'float32') sets mixed precision to match the loaded weights.
+    `model_dtype` ('bfloat16', 'float16', 'float32') sets mixed precision to match the loaded weights;
+    `engine_kwargs` are what the backend's generation path needs (use_vllm, vllm_mode, ...).
     """
     params = config.training_parameters.model_dump(exclude=set(NODE_ONLY_TRAINING_KEYS))
+    for key, value in (engine_kwargs or {"use_vllm": False}).items():
+        params.setdefault(key, value)
     params.setdefault("bf16", model_dtype == "bfloat16")
     params.setdefault("fp16", model_dtype == "float16")
     params.pop("output_dir")
@@ -63,12 +72,13 @@ def grpo_config_kwargs(
     params.setdefault("disable_tqdm", False)
     params.setdefault("data_seed", params["seed"])
     generation_kwargs = dict(params.get("generation_kwargs") or {})
-    stops = config.training_parameters.model_stop_sequences
-    if stops:
-        generation_kwargs["stop_strings"] = list(stops)
-        if eos_token_id is not None:
-            # Sequences that stop early are padded; padding with EOS lets TRL mask everything after the stop.
-            generation_kwargs.setdefault("pad_token_id", eos_token_id)
+    stop_kwargs = stop_generation_kwargs(
+        config.training_parameters.model_stop_sequences, bool(params.get("use_vllm")), eos_token_id
+    )
+    pad_token_id = stop_kwargs.pop("pad_token_id", None)
+    generation_kwargs.update(stop_kwargs)
+    if pad_token_id is not None:
+        generation_kwargs.setdefault("pad_token_id", pad_token_id)
     if generation_kwargs:
         params["generation_kwargs"] = generation_kwargs
     if has_eval:
@@ -98,7 +108,9 @@ def train(
 
     tokenizer = loaded.tokenizer
     model_dtype = str(loaded.model.dtype).removeprefix("torch.")
-    args = GRPOConfig(**grpo_config_kwargs(config, paths, bool(eval_rows), tokenizer.eos_token_id, model_dtype))
+    args = GRPOConfig(**grpo_config_kwargs(
+        config, paths, bool(eval_rows), tokenizer.eos_token_id, model_dtype, loaded.grpo_kwargs
+    ))
     trainer = GRPOTrainer(
         model=loaded.model,
         reward_funcs=[reward_function],

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from generation.errors import UserInputError
@@ -26,6 +26,7 @@ class LoadedModel:
     tokenizer: Any
     backend: str
     generation_path: str  # "vllm (colocate)", "unsloth fast generate", "transformers generate"
+    grpo_kwargs: dict = field(default_factory=dict)  # GRPOConfig arguments this generation path needs
 
 
 def cuda_available() -> bool:
@@ -37,8 +38,17 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def select_backend(requested: str, has_cuda: Optional[bool] = None, has_unsloth: Optional[bool] = None) -> str:
-    """'trl' or 'unsloth' for model.backend ('auto' | 'trl' | 'unsloth'); raises when unsloth cannot run."""
+def select_backend(
+    requested: str,
+    has_cuda: Optional[bool] = None,
+    has_unsloth: Optional[bool] = None,
+    source_problem: Optional[str] = None,
+) -> str:
+    """'trl' or 'unsloth' for model.backend ('auto' | 'trl' | 'unsloth'); raises when unsloth cannot run.
+
+    `source_problem` says why Unsloth cannot load this model (e.g. a GGUF file): 'auto' then picks TRL,
+    an explicit 'unsloth' fails with it.
+    """
     if requested == "trl":
         return "trl"
     has_cuda = cuda_available() if has_cuda is None else has_cuda
@@ -54,8 +64,10 @@ def select_backend(requested: str, has_cuda: Optional[bool] = None, has_unsloth:
                 "model.backend is 'unsloth', but unsloth is not installed: run `bash linux.sh --gpu` "
                 "(or pip install -r requirements-gpu.txt)."
             )
+        if source_problem:
+            raise BackendUnavailableError(source_problem)
         return "unsloth"
-    return "unsloth" if has_cuda and has_unsloth else "trl"
+    return "unsloth" if has_cuda and has_unsloth and not source_problem else "trl"
 
 
 def load_model(config: Any, backend: str) -> LoadedModel:

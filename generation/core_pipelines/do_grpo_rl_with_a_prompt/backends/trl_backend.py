@@ -7,6 +7,7 @@ from typing import Any
 from ..config import GRPOPipelineConfig
 from ..model_loading import load_causal_lm, load_tokenizer, resolve_model_source
 from . import LoadedModel
+from .generation import generation_path, vllm_grpo_kwargs, vllm_importable
 
 
 def lora_config_kwargs(model_config: Any, seed: int) -> dict:
@@ -31,9 +32,13 @@ def load_trl_model(config: GRPOPipelineConfig) -> LoadedModel:
     model = load_causal_lm(source, config.model.dtype)
     torch.manual_seed(config.training_parameters.seed)  # LoRA init is random: make it repeatable
     model = get_peft_model(model, LoraConfig(**lora_config_kwargs(config.model, config.training_parameters.seed)))
-    if config.training_parameters.model_stop_sequences:
+    # vLLM cannot load GGUF files: those always generate with transformers
+    engine = {"use_vllm": False} if source.gguf_file else vllm_grpo_kwargs(
+        config, vllm_importable(), torch.cuda.is_available()
+    )
+    if config.training_parameters.model_stop_sequences and not engine["use_vllm"]:
         install_stop_sequences(model, tokenizer)
-    return LoadedModel(model, tokenizer, "trl", "transformers generate")
+    return LoadedModel(model, tokenizer, "trl", generation_path("trl", engine), engine)
 
 
 def install_stop_sequences(model: Any, tokenizer: Any) -> None:

