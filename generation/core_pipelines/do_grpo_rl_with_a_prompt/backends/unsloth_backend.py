@@ -23,7 +23,6 @@ Everything here except `load_unsloth_model` is a pure function of the config, te
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import warnings
 from typing import Any, Optional
