@@ -47,7 +47,8 @@ class JudgeCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, value TEXT, created REAL DEFAULT (julianday('now')))"
+            "CREATE TABLE IF NOT EXISTS answers "
+            "(key TEXT PRIMARY KEY, model TEXT, value TEXT, created REAL DEFAULT (julianday('now')))"
         )
 
     def get(self, request: JudgeRequest) -> Optional[JudgeResponse]:

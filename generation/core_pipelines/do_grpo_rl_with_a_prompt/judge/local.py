@@ -114,7 +114,8 @@ class LocalJudge:
                 logprobs.append({
                     "token": tokenizer.decode([generated[i]]),
                     "logprob": float(row[generated[i]]),
-                    "top_logprobs": [{"token": tokenizer.decode([t]), "logprob": float(v)} for v, t in zip(values.tolist(), ids.tolist())],
+                    "top_logprobs": [{"token": tokenizer.decode([token_id]), "logprob": float(value)}
+                                     for value, token_id in zip(values.tolist(), ids.tolist())],
                 })
         return JudgeResponse(
             text=tokenizer.decode([generated[i] for i in kept]),

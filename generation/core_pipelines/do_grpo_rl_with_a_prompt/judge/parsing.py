@@ -7,7 +7,9 @@ The judge is asked for one `<name>value</name>` tag per criterion of `score_type
 - the last remaining tag of each criterion (judges restate their verdict at the end); at the very end
   of the answer the closing tag may be missing ("…<score>4", cut by max_tokens);
 - values like "7", " 7.5 ", "**7**" and "7/10" (the denominator must be the criterion's max);
-- autofail values 0/false/fail/no (fail) and 1/true/pass/yes or any non-zero number (pass).
+- autofail values 0/false/fail/no (fail) and 1/true/pass/yes or any non-zero number (pass);
+- with logprobs (score_mode: logprobs), a score is the expectation over the in-range numbers among the
+  top alternatives of the value's token, when the value is one token (else the text is read).
 A missing tag, an unreadable value or one outside [min, max] is a failure with its reason (or, with
 clamp=True, an out-of-range value is clamped and reported in `clamped`). Nothing is silently dropped.
 
@@ -204,26 +206,28 @@ def _parse_span(
     window = masked[start:end]
     for criterion in criteria:
         name = re.escape(criterion.name)
-        # The closing tag may be missing only at the very end (an answer cut by max_tokens after the value).
-        matches = list(re.finditer(rf"<\s*{name}\s*>([^<]*?)(?:<\s*/\s*{name}\s*>|\s*\Z)", window, re.I))
+        # The closing tag may be missing, or cut, only at the very end (an answer stopped by max_tokens).
+        matches = list(re.finditer(rf"<\s*{name}\s*>([^<]*?)(?:<\s*/\s*{name}\s*>|<[^<>]*\Z|\s*\Z)", window, re.I))
         if not matches:
             problems.append(f"missing <{criterion.name}> tag")
             continue
         raw = matches[-1].group(1)
-        value, problem = parse_value(raw, criterion)
-        if problem:
-            problems.append(problem)
-            continue
+        expected = None
+        if tokens is not None and criterion.type == "score":
+            expected = tokens.expected_value(start + matches[-1].start(1), raw, criterion)
+        if expected is not None:
+            value = expected
+            from_logprobs.append(criterion.name)
+        else:
+            value, problem = parse_value(raw, criterion)
+            if problem:
+                problems.append(problem)
+                continue
         if criterion.type == "autofail":
             scores[criterion.name] = value
             if value == 0.0:
                 autofailed.append(criterion.name)
             continue
-        if tokens is not None:
-            expected = tokens.expected_value(start + matches[-1].start(1), raw, criterion)
-            if expected is not None:
-                value = expected
-                from_logprobs.append(criterion.name)
         if not criterion.min <= value <= criterion.max:
             if not clamp:
                 problems.append(f"{criterion.name}: {_fmt(value)} is outside [{_fmt(criterion.min)}, {_fmt(criterion.max)}]")
@@ -256,7 +260,11 @@ class _TokenIndex:
         return cls(starts, tokens)
 
     def expected_value(self, value_start: int, raw: str, criterion: Criterion) -> Optional[float]:
-        """Probability-weighted score when the whole value is one token with in-range alternatives."""
+        """Probability-weighted score over the in-range numbers among the value token's top alternatives.
+
+        The value must be one token (else None: text parsing). As in G-Eval, the numbers are renormalised
+        among themselves, so a sampled non-number ("N" in "<score>N") still yields the expected score.
+        """
         stripped = raw.strip()
         position = value_start + (len(raw) - len(raw.lstrip()))
         index = bisect.bisect_right(self.starts, position) - 1

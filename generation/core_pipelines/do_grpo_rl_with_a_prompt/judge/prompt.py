@@ -9,8 +9,9 @@ examples, are literal, and `{{` / `}}` write a single brace):
   {system_prompt}  the prompt's system message ("" when none)
 
 A prompt may end with an assistant message: a prefill (e.g. "<score>") that the judge continues; the
-parser reads the prefill followed by the judge's answer. In-process judges always continue it; API
-servers that start a fresh turn instead still give a readable answer.
+parser reads the prefill followed by the judge's answer. In-process judges (local:) always continue
+it; many API servers (llama-cpp-python's among them) start a fresh turn instead, so keep prefills for
+local judges.
 
 The policy's text is fenced between `<<<BEGIN RESPONSE>>>` and `<<<END RESPONSE>>>`, and inside every
 inserted value the judge's own tags (the score_types names, think, response_k) and the fence markers are

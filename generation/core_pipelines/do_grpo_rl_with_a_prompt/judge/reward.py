@@ -26,7 +26,7 @@ from .stats import FailureWatch, StepStats, log_step
 
 logger = logging.getLogger(__name__)
 
-SEED_MODES = (None, "api", "openai", "local")
+SEED_MODES = (None, "api")  # the seed's EngineWrapper mode; only the OpenAI-compatible API is spoken here
 
 
 @register_reward_function("generic_llm_reward")
@@ -157,8 +157,8 @@ class LLMJudgeReward:
         return (f"LLMJudgeReward(name={self.name!r}, model={self.model!r}, backend={self.backend!r}, "
                 f"prompt={str(self.prompt.path)!r}, mode={'groupwise' if self.groupwise else 'single'})")
 
-    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[Optional[float]]:
-        texts = [_completion_text(c) for c in completions]
+    async def __call__(self, prompts: Sequence[Any], completions: Sequence[str], **columns: Any) -> list[Optional[float]]:
+        texts = list(completions)
         answers = list(columns.get("answer") or [""] * len(texts))
         rewards: list[Optional[float]] = [None] * len(texts)
         stats = StepStats()
@@ -168,7 +168,9 @@ class LLMJudgeReward:
                 rewards[i] = self.format_fail_score
                 stats.format_gated += 1
                 continue
-            key = json.dumps([_messages(prompts[i]), answers[i] or ""], sort_keys=True) if self.groupwise else str(i)
+            key = str(i)
+            if self.groupwise:  # completions of one prompt (same messages and reference) share one judge call
+                key = json.dumps([_messages(prompts[i]), answers[i] or ""], sort_keys=True, default=str)
             groups.setdefault(key, []).append(i)
         results = await asyncio.gather(*(
             self._judge(_messages(prompts[g[0]]), [texts[i] for i in g], answers[g[0]] or "", stats)
@@ -217,15 +219,6 @@ class LLMJudgeReward:
         if self.groupwise:
             return parse_group_judgement(text, self.criteria, count, clamp=self.clamp, logprobs=logprobs)
         return [parse_judgement(text, self.criteria, clamp=self.clamp, logprobs=logprobs)]
-
-
-def _completion_text(completion: Union[str, list, dict]) -> str:
-    """Completions are plain strings by contract; a message list (TRL's conversational form) is read too."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return str(completion.get("content", ""))
-    return str(completion[-1].get("content", "")) if completion else ""
 
 
 def _messages(prompt: Union[str, list]) -> list[dict]:
