@@ -166,3 +166,30 @@ def test_llama_cpp_server_as_a_real_judge(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+class TestBatching:
+    def test_concurrent_calls_share_one_batched_generate_with_the_same_answers(self, tiny_model_dir):
+        judge = LocalJudge(str(tiny_model_dir))
+        sampling = {"temperature": 0.0, "max_tokens": 3, "logprobs": True, "top_logprobs": 2}
+        requests = [JudgeRequest("local", [{"role": "user", "content": text}], sampling)
+                    for text in ("the cat", "the dog sat on a mat", "one two three four five six")]
+        alone = [judge.generate(request) for request in requests]
+        batches = []
+        original = judge.generate_batch
+
+        def spy(batch):
+            batches.append(len(batch))
+            return original(batch)
+
+        judge.generate_batch = spy
+
+        async def all_at_once():
+            return await asyncio.gather(*(judge.complete(request) for request in requests))
+
+        outcomes = asyncio.run(all_at_once())
+        assert batches == [3]
+        assert [o.response.text for o in outcomes] == [r.text for r in alone]
+        for outcome, single in zip(outcomes, alone):
+            assert outcome.response.prompt_tokens == single.prompt_tokens
+            assert outcome.response.logprobs[0]["logprob"] == pytest.approx(single.logprobs[0]["logprob"], abs=1e-4)

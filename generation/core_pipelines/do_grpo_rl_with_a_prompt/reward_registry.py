@@ -61,7 +61,7 @@ def check_initializer_kwargs(name: str, initializer: RewardInitializer, kwargs: 
     try:
         signature.bind(**kwargs)
     except TypeError as error:
-        accepted = [p for p in signature.parameters if signature.parameters[p].kind is not p.VAR_KEYWORD]
+        accepted = [name for name, p in signature.parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         raise UserInputError(
             f"reward function '{name}': {error}; it accepts: {', '.join(accepted) or 'no arguments'}"
         ) from None

@@ -17,8 +17,10 @@ from typing import Any, Optional
 
 from .client import JudgeRequest, JudgeResponse
 
-DEFAULT_CACHE_PATH = "judge_cache.sqlite"
-"""Relative to the working directory (git-ignored there)."""
+DEFAULT_CACHE_PATH = "outputs/judge_cache.sqlite"
+"""Relative to the working directory (the repo root for run_augmentoolkit.py; outputs/ is git-ignored).
+Shared by every run: entries are keyed by judge model, rendered messages and sampling settings, so sharing
+is safe, and resumed, repeated or swept runs do not pay twice."""
 
 _OPEN: dict[Path, "JudgeCache"] = {}
 _OPEN_LOCK = threading.Lock()
