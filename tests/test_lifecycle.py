@@ -16,6 +16,7 @@ import yaml
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError
 from generation.errors import UserInputError
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import run_grpo_pipeline
+import slow_reward  # noqa: F401  (registers test_slow_brevity for the in-process runs too)
 from test_pipeline_e2e import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,17 +24,25 @@ MAX_STEPS = 6
 
 
 def lifecycle_config(tmp_path: Path, model_dir: Path, run_name: str) -> Path:
+    """Checkpoint every step; a reward that sleeps makes each step last about a second, so a signal
+    sent after checkpoint-N appears always lands mid-run."""
     path = tiny_config(tmp_path, model_dir, max_steps=MAX_STEPS, save_steps=1, save_total_limit=2,
                        output_dir=str(tmp_path / run_name))
+    config = yaml.safe_load(path.read_text())
+    config["datasets"][0]["reward_funcs"].append({"name": "test_slow_brevity", "seconds": 1.0})
+    path.write_text(yaml.safe_dump(config))
     return path.rename(tmp_path / f"{run_name}.yaml")
 
 
 def start_run(config: Path) -> subprocess.Popen:
+    """The real command line, in a subprocess, with the slow test reward registered."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "run_augmentoolkit.py"), "--node", "grpo-rl-pipeline", "--config", str(config)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    code = (
+        f"import sys; sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT)!r}]; import slow_reward, run_augmentoolkit; "
+        f"sys.exit(run_augmentoolkit.main(['--node', 'grpo-rl-pipeline', '--config', {str(config)!r}]))"
     )
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
