@@ -133,3 +133,37 @@ def test_prompt_token_counter_counts_tokens_of_the_templated_prompt(tiny_model_d
                              add_special_tokens=False)["input_ids"])
     assert count(short) == expected
     assert count(long) > count(short) + 20
+
+
+def test_evaluation_logs_eval_rewards_and_keeps_the_best_checkpoint(tmp_path, tiny_model_dir):
+    config = yaml.safe_load(tiny_config(tmp_path, tiny_model_dir, max_steps=4, save_steps=2).read_text())
+    config["datasets"][0]["eval_percentage"] = 0.25
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run_grpo_pipeline(tmp_path / "config.yaml")
+    run = tmp_path / "run"
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [line for line in lines if "eval_reward" in line]
+    assert [line["step"] for line in evals] == [2, 4]
+    assert all("eval_rewards/max_length/mean" in line for line in evals)
+    best = json.loads((run / "best.json").read_text())
+    assert best["metric"] == "eval_reward" and best["step"] in (2, 4)
+    assert best["value"] == max(line["eval_reward"] for line in evals)
+    assert (run / "best" / "adapter_model.safetensors").is_file()
+    assert not (run / "best" / "optimizer.pt").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_checkpoint"] == f"checkpoint-{best['step']}"
+    throughput = [line["throughput/completion_tokens_per_second"] for line in lines
+                  if "throughput/completion_tokens_per_second" in line]
+    assert throughput and all(value > 0 for value in throughput)
+
+
+def test_wandb_without_a_key_logs_offline_into_wandb_dir(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login either
+    import os
+
+    run_grpo_pipeline(tiny_config(tmp_path, tiny_model_dir, max_steps=1, report_to="wandb"))
+    assert os.environ["WANDB_MODE"] == "offline"
+    offline_runs = list(Path(os.environ["WANDB_DIR"]).rglob("offline-run-*"))
+    assert offline_runs, "wandb wrote no offline run"

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -169,6 +170,8 @@ class CombinedReward:
     mode_probe: Callable[[], str] = lambda: "train"  # the trainer sets this: "train" or "eval"
     pending_metrics: dict[str, list[float]] = field(default_factory=dict)
 
+    _last_call: Optional[float] = None
+
     def __post_init__(self) -> None:
         # TRL logs what this returns (after scaling) as rewards/training_reward/*; we log the combined reward
         # before scaling as rewards/combined/* and each reward as rewards/<name>/*.
@@ -187,7 +190,7 @@ class CombinedReward:
             scores = [per_reward[r.label][i] for r in rewards]
             combined.append(self._combine(scores, [r.weight for r in rewards]))
 
-        self._log_stats(per_reward, combined, columns.get("log_metric"))
+        self._log_stats(per_reward, combined, columns.get("log_metric"), columns.get("completion_ids"))
         if self.on_scored is not None:
             self.on_scored(ScoredBatch(
                 prompts, texts, dataset_names, per_reward, combined, columns.get("source") or [],
@@ -219,8 +222,15 @@ class CombinedReward:
                 per_reward[label][i] = score
         return per_reward
 
-    def _log_stats(self, per_reward: dict, combined: list, log_metric: Optional[Callable]) -> None:
+    def _log_stats(
+        self, per_reward: dict, combined: list, log_metric: Optional[Callable], completion_ids: Optional[list]
+    ) -> None:
         metrics: dict[str, float] = {}
+        now = time.monotonic()
+        if completion_ids is not None and self._last_call is not None and self.mode_probe() == "train":
+            # tokens generated in this batch over the time since the previous batch: one step's throughput
+            metrics["throughput/completion_tokens_per_second"] = sum(map(len, completion_ids)) / (now - self._last_call)
+        self._last_call = now
         for label, scores in list(per_reward.items()) + [(COMBINED_REWARD_NAME, combined)]:
             present = [s for s in scores if s is not None]
             if label != COMBINED_REWARD_NAME:

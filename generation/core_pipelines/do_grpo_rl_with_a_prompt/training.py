@@ -12,6 +12,7 @@ from typing import Any, Optional
 from .config import NODE_ONLY_TRAINING_KEYS, ConfigError, GRPOPipelineConfig
 from .post_processors import get_scaling_function
 from .backends.generation import stop_generation_kwargs
+from .callbacks import make_progress_reward_callback
 from .lifecycle import make_lifecycle_callback, staging_dir
 from .run_files import RunPaths
 
@@ -89,6 +90,7 @@ def grpo_config_kwargs(
         params.setdefault("per_device_eval_batch_size", max(1, params["per_device_train_batch_size"] // params["num_generations"]))
     if params.get("report_to") == "wandb" or "wandb" in (params.get("report_to") or []):
         params.setdefault("run_name", paths.root.name)
+        params.setdefault("log_completions", True)  # a table of prompts, completions and rewards in wandb
     return params
 
 
@@ -125,6 +127,11 @@ def train(
         args.greater_is_better if args.greater_is_better is not None else True,
     )
     trainer.add_callback(lifecycle)
+    from transformers.trainer_callback import ProgressCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback):
+            trainer.add_callback(make_progress_reward_callback(callback))
     reward_function.mode_probe = lambda: "train" if trainer.model.training else "eval"
     started = time.monotonic()
     stopped_early = None
