@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from judge_server import (
     Reply,
     always,
     by_response,
+    last_user_text,
     make_reward,
     rate_limited,
     scores_reply,
@@ -46,7 +48,7 @@ class TestFaults:
             elapsed = time.monotonic() - started
         assert reward == pytest.approx(SEVEN)
         assert metrics["http_429"] == 1 and metrics["retries"] == 1 and metrics["calls"] == 1
-        assert 0.6 <= elapsed < 2.0
+        assert elapsed >= 0.6  # waited out the Retry-After before asking again
         assert server.calls == 2
 
     def test_retry_after_ms_and_503(self, tmp_path):
@@ -88,9 +90,8 @@ class TestFaults:
             started = time.monotonic()
             reward, metrics = judge_once(make_reward(server.base_url, tmp_path, timeout=0.3, max_retries=1,
                                                      fallback_score=0.0))
-            elapsed = time.monotonic() - started
+        # both attempts were cut off by the 0.3 s timeout (the server would have taken 2 s each)
         assert reward == 0.0 and metrics["timeouts"] == 2 and metrics["failed"] == 1
-        assert elapsed < 1.9
 
     def test_a_timeout_then_an_answer(self, tmp_path, fast_backoff):
         with JudgeServer(sequence(Reply(GOOD.content, delay=1.5), GOOD)) as server:
@@ -125,12 +126,9 @@ class TestThroughput:
         with JudgeServer(by_response(lambda text: {"helpfulness": 5}), latency=0.3) as server:
             reward = make_reward(server.base_url, tmp_path, cache=False)
             asyncio.run(reward(PROMPTS, ["warm-up"]))  # imports openai, opens the client
-            started = time.monotonic()
             rewards = asyncio.run(reward(PROMPTS * 16, [f"answer {i}" for i in range(16)]))
-            elapsed = time.monotonic() - started
         assert rewards == [pytest.approx(4 / 9)] * 16
-        assert server.max_in_flight == 16
-        assert elapsed < 1.5, f"16 calls at 0.3 s latency took {elapsed:.2f} s"
+        assert server.max_in_flight == 16  # all 16 were being served at once
 
     def test_max_concurrency_bounds_calls_in_flight(self, tmp_path):
         with JudgeServer(by_response(lambda text: {"helpfulness": 5}), latency=0.1) as server:
@@ -161,10 +159,11 @@ class TestThroughput:
 
         with JudgeServer(respond, latency=0.2) as server:
             reward = make_reward(server.base_url, tmp_path, cache=False, max_concurrency=1)
-            started = time.monotonic()
             asyncio.run(reward(PROMPTS * 4, ["slow one", "b", "c", "d"]))
-        # 3 others (0.6 s) run during the 1 s wait; then the retry (0.2 s): ~1.2 s, not 1.8 s
-        assert time.monotonic() - started < 1.6
+        # with one slot, the others were served while the throttled call waited out its Retry-After
+        order = [re.search(r"<<<BEGIN RESPONSE>>>\n(.*?)\n<<<END", last_user_text(body), re.S).group(1)
+                 for body in server.requests]
+        assert order[0] == "slow one" and order[-1] == "slow one" and sorted(order[1:-1]) == ["b", "c", "d"]
 
     def test_requests_per_minute(self, tmp_path):
         with JudgeServer(by_response(lambda text: {"helpfulness": 5})) as server:
@@ -178,7 +177,7 @@ class TestThroughput:
                 return time.monotonic() - started
 
             elapsed = asyncio.run(step())
-        assert 0.25 <= elapsed < 1.0
+        assert elapsed >= 0.25  # had to wait for the bucket to refill
 
     def test_rate_limiter_waits_when_empty(self):
         async def scenario():
@@ -189,7 +188,7 @@ class TestThroughput:
                 await limiter.acquire(1)
             return time.monotonic() - started
 
-        assert 0.15 <= asyncio.run(scenario()) < 0.5
+        assert asyncio.run(scenario()) >= 0.15  # waited for refills
 
     def test_token_limiter_settles_actual_usage(self):
         async def scenario():
