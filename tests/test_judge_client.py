@@ -87,7 +87,6 @@ class TestFaults:
 
     def test_slower_than_the_timeout(self, tmp_path):
         with JudgeServer(always(Reply(GOOD.content, delay=2.0))) as server:
-            started = time.monotonic()
             reward, metrics = judge_once(make_reward(server.base_url, tmp_path, timeout=0.3, max_retries=1,
                                                      fallback_score=0.0))
         # both attempts were cut off by the 0.3 s timeout (the server would have taken 2 s each)
