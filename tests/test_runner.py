@@ -75,3 +75,11 @@ def test_shipped_super_config_plans_the_default_node():
     plan = run_augmentoolkit.planned_nodes(args)
     assert [(name, path.name) for name, path, _ in plan] == [("grpo-rl-pipeline", "config.yaml")]
     assert plan[0][1].is_file()
+
+
+def test_dry_run_of_the_shipped_default_plans_everything_without_torch():
+    result = run_cli(["--dry-run"])
+    assert result.returncode == 0, result.stderr
+    assert "max_length (weight 1), generic_llm_reward (weight 0.25, async)" in result.stdout
+    assert "short_answers         80" in result.stdout
+    assert "TORCH_IMPORTED=False" in result.stdout

@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 from generation.errors import UserInputError
 
+from .backends import load_model, select_backend
+from .backends.unsloth_backend import unsloth_source_problem
 from .config import GRPOPipelineConfig, load_config, redact_secrets
 from .data import SampledData, fit_prompts_to_length, sample_datasets
 from .lifecycle import prepare_run_directory
@@ -50,9 +52,6 @@ def run_grpo_pipeline(
     config = load_config(config_path, overrides)
     seed = config.training_parameters.seed
     random.seed(seed)
-    from .backends import select_backend
-    from .backends.unsloth_backend import unsloth_source_problem
-
     backend = select_backend(config.model.backend, source_problem=unsloth_source_problem(config))
 
     # 2. Data: sampled first (cheap), so a bad file fails fast.
@@ -65,13 +64,16 @@ def run_grpo_pipeline(
         print("dry run: config, data and rewards are valid; no model was loaded.")
         return RunOutcome(paths=None)
 
-    # 4. Model: the backend loads it and wraps it with LoRA.
-    from .backends import load_model
+    # 4. Run directory: resumed when it holds checkpoints of the same run (checked before the model loads).
+    paths = RunPaths(base_dir / config.training_parameters.output_dir)
+    config_snapshot = redact_secrets(config.model_dump(mode="json", exclude_none=True))
+    resume_from = prepare_run_directory(paths, config_snapshot, fresh)
 
+    # 5. Model: the backend loads it and wraps it with LoRA.
     loaded = load_model(config, backend)
     print(f"backend: {loaded.backend}; generation: {loaded.generation_path}")
 
-    # 5. Prompts that are too long for max_prompt_length lose early turns (or are dropped).
+    # 6. Prompts that are too long for max_prompt_length lose early turns (or are dropped).
     data = fit_prompts_to_length(
         data,
         prompt_token_counter(loaded.tokenizer),
@@ -82,16 +84,13 @@ def run_grpo_pipeline(
     if not data.train_rows:
         raise UserInputError("no training rows left after sampling and prompt-length filtering")
 
-    # 6. Run directory (resumed when it has checkpoints), reward function with its listeners, callbacks.
-    paths = RunPaths(base_dir / config.training_parameters.output_dir)
-    config_snapshot = redact_secrets(config.model_dump(mode="json", exclude_none=True))
-    resume_from = prepare_run_directory(paths, config_snapshot, fresh)
+    # 7. Run files, the reward function with its listeners, callbacks.
     paths.root.mkdir(parents=True, exist_ok=True)
     write_resolved_config(paths, config_snapshot)
     configure_reporting(config, paths)
     reward_function, callbacks = build_reward_and_callbacks(config, plan, paths)
 
-    # 7. Train, then save the final adapter with its tokenizer.
+    # 8. Train, then save the final adapter with its tokenizer.
     from .training import train
 
     result = train(config, paths, loaded, reward_function, data.train_rows, data.eval_rows, callbacks, resume_from)
@@ -100,7 +99,7 @@ def run_grpo_pipeline(
     if result.interrupted:
         print(f"stopped at step {result.steps}; a checkpoint was saved. Run the same command again to resume.")
 
-    # 8. Summary and plots: did the reward go up?
+    # 9. Summary and plots: did the reward go up?
     return summarize_run(paths, result.steps, finished=not (result.interrupted or result.stopped_early))
 
 

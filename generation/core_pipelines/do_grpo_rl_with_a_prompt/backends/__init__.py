@@ -51,8 +51,10 @@ def select_backend(
     """
     if requested == "trl":
         return "trl"
-    has_cuda = cuda_available() if has_cuda is None else has_cuda
     has_unsloth = importlib.util.find_spec("unsloth") is not None if has_unsloth is None else has_unsloth
+    if requested == "auto" and (not has_unsloth or source_problem):
+        return "trl"  # decided without importing torch
+    has_cuda = cuda_available() if has_cuda is None else has_cuda
     if requested == "unsloth":
         if not has_cuda:
             raise BackendUnavailableError(
