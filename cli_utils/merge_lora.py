@@ -28,6 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python cli_utils/merge_lora.py`
+    sys.path.insert(0, str(ROOT))
+
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import forget_gguf_quantization  # noqa: E402
+
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Tolerance on the largest logit difference: atol + rtol * (largest reference logit), per saved dtype.
 # Half-precision values sit at the noise of the dtype itself: SmolLM2-135M's logits move by up to ~1.3 (bf16)
@@ -211,20 +217,6 @@ def gguf_kwargs(gguf_file: str | None) -> dict[str, Any]:
     return kwargs
 
 
-def dequantized(model: Any) -> Any:
-    """Forget that a model came from GGUF (its weights are already plain tensors) so PEFT and saving work."""
-    model.hf_quantizer = None
-    for attribute in ("is_quantized", "quantization_method"):
-        try:
-            if getattr(model, attribute, None):
-                setattr(model, attribute, False if attribute == "is_quantized" else None)
-        except AttributeError:  # a read-only property derived from hf_quantizer
-            pass
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    return model
-
-
 def sample_logits(model: Any, tokenizer: Any) -> Any:
     import torch
 
@@ -300,7 +292,7 @@ def merge_lora(
     log(f"loading {base_model}{f' ({gguf_file})' if gguf_file else ''} as {result.dtype} and the adapter {adapter_dir}")
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch_dtype, **gguf_kwargs(gguf_file))
     if gguf_file:
-        model = dequantized(model)
+        model = forget_gguf_quantization(model)
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         result.warnings.append(f"the tokenizer has {len(tokenizer)} tokens but the model only {rows} embeddings")
@@ -422,5 +414,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(main())

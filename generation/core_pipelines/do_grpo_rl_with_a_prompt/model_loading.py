@@ -85,14 +85,26 @@ def load_causal_lm(source: ModelSource, dtype: str = "auto") -> Any:
 
     model = _load(AutoModelForCausalLM.from_pretrained, source, dtype=resolve_torch_dtype(dtype))
     if source.gguf_file:
-        # GGUF weights arrive de-quantized to full precision, but transformers still marks the model as
-        # quantized, which makes PEFT and save_pretrained refuse it. The weights are plain tensors now.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        forget_gguf_quantization(model)
     if not torch.cuda.is_available():
         model = model.float()
+    return model
+
+
+def forget_gguf_quantization(model: Any) -> Any:
+    """Let PEFT and save_pretrained accept a model loaded from GGUF.
+
+    GGUF weights arrive de-quantized to plain tensors, but transformers still marks the model as quantized.
+    """
+    model.hf_quantizer = None
+    for attribute in ("is_quantized", "quantization_method"):
+        try:
+            if getattr(model, attribute, None):
+                setattr(model, attribute, False if attribute == "is_quantized" else None)
+        except AttributeError:  # a read-only property derived from hf_quantizer
+            pass
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     return model
 
 

