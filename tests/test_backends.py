@@ -126,7 +126,10 @@ def test_imported_too_early_names_the_modules_unsloth_must_precede():
 # ------------------------------------------------------------------------------- Unsloth arguments
 
 
-def test_from_pretrained_kwargs_from_config(tmp_path):
+def test_from_pretrained_kwargs_from_config(tmp_path, monkeypatch):
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt import config as config_module
+
+    monkeypatch.setattr(config_module, "four_bit_problem", lambda: None)  # as on a CUDA machine with bitsandbytes
     (tmp_path / "config.json").write_text("{}")
     config = make_config(tmp_path, max_seq_length=1024, gpu_memory_utilization=0.4, lora_rank=32, load_in_4bit=True)
     assert unsloth_from_pretrained_kwargs(config, vllm_available=True) == {
@@ -139,7 +142,10 @@ def test_from_pretrained_kwargs_from_config(tmp_path):
         "max_lora_rank": 32,
         "random_state": 7,
         "use_exact_model_name": True,
+        "full_finetuning": False,
     }
+    assert unsloth_from_pretrained_kwargs(make_config(tmp_path, apply_lora=False), vllm_available=False)[
+        "full_finetuning"] is True
 
 
 def test_from_pretrained_kwargs_defaults_hub_id_and_dtype():
@@ -176,6 +182,25 @@ def test_peft_kwargs_expand_all_linear_and_seed_the_init():
         "random_state": 7,
     }
     assert unsloth_peft_kwargs(make_config(target_modules=["q_proj", "v_proj"]))["target_modules"] == ["q_proj", "v_proj"]
+
+
+def test_exclude_modules_reach_peft_and_unsloth():
+    config = make_config(exclude_modules=["o_proj", "down_proj"])
+    assert lora_config_kwargs(config.model, 7)["exclude_modules"] == ["o_proj", "down_proj"]
+    assert unsloth_peft_kwargs(config)["target_modules"] == ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"]
+    assert "exclude_modules" not in lora_config_kwargs(make_config().model, 7)
+    regex = make_config(exclude_modules=".*visual.*")
+    assert lora_config_kwargs(regex.model, 7)["exclude_modules"] == ".*visual.*"
+    with pytest.raises(BackendUnavailableError, match="regular expression.*backend to 'trl'"):
+        unsloth_peft_kwargs(regex)
+
+
+def test_exclude_modules_leave_those_modules_without_lora(tiny_model_dir):
+    """PEFT really skips the excluded modules: the wrapped tiny model has no LoRA on them."""
+    config = make_config(tiny_model_dir, lora_rank=4, lora_alpha=8, exclude_modules=".*layers\\.0\\..*")
+    loaded = load_model(config, "trl")
+    lora_modules = [name for name, _ in loaded.model.named_modules() if name.endswith("lora_A")]
+    assert lora_modules and all(".layers.1." in name for name in lora_modules)
 
 
 def test_peft_kwargs_match_the_trl_path():

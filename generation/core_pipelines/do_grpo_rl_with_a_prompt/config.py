@@ -137,7 +137,7 @@ def grpo_config_fields() -> frozenset[str]:
 
 
 class ModelConfig(Section):
-    """The model to fine-tune and its LoRA adapter."""
+    """The model to fine-tune: with a LoRA adapter (the default), QLoRA (load_in_4bit), or in full (apply_lora false)."""
 
     base_model_name: str = Field(
         ..., description="Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local model directory, or a .gguf file. "
@@ -147,15 +147,26 @@ class ModelConfig(Section):
     backend: Literal["auto", "trl", "unsloth"] = Field(
         "auto", description="'auto' uses Unsloth when a CUDA GPU and unsloth are present, else TRL + PEFT."
     )
+    apply_lora: bool = Field(
+        True, description="Train a LoRA adapter (final/ holds the adapter); false trains every weight of the model "
+        "(full fine-tuning: final/ holds the whole model; needs about 16 bytes per parameter in float32 with Adam)."
+    )
     lora_rank: int = Field(16, description="LoRA rank r.")
     lora_alpha: int = Field(32, description="LoRA alpha (scale = alpha / rank).")
     lora_dropout: float = Field(0.0, description="Dropout on the LoRA path.")
     target_modules: Union[str, list[str]] = Field(
         "all-linear", description="Modules that get LoRA: 'all-linear' or a list like [q_proj, v_proj]."
     )
+    exclude_modules: Optional[Union[str, list[str]]] = Field(
+        None, description="Modules that never get LoRA, even when target_modules matches them: a list of names or "
+        "a regular expression on the full module name (e.g. '.*visual.*'); PEFT's exclude_modules."
+    )
     max_seq_length: int = Field(2048, description="Longest prompt + completion the model handles (Unsloth, vLLM).")
     gpu_memory_utilization: float = Field(0.6, description="Share of GPU memory vLLM may take (GPU only).")
-    load_in_4bit: bool = Field(False, description="QLoRA: load the base model in 4-bit (Unsloth backend, GPU only).")
+    load_in_4bit: bool = Field(
+        False, description="QLoRA: load the base model in 4-bit NF4 and train LoRA on top (needs a CUDA GPU; the TRL "
+        "backend uses bitsandbytes + PEFT's k-bit preparation, the Unsloth backend its own 4-bit loading)."
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weights dtype: auto = bfloat16 on a GPU that supports it, else float32."
     )
@@ -170,6 +181,37 @@ class ModelConfig(Section):
         if value <= 0:
             raise ValueError("must be positive")
         return value
+
+    @field_validator("load_in_4bit")
+    @classmethod
+    def _four_bit_needs_cuda(cls, value: bool) -> bool:
+        if value:
+            problem = four_bit_problem()
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _full_fine_tuning_is_not_quantized(self) -> "ModelConfig":
+        if not self.apply_lora and self.load_in_4bit:
+            raise ValueError("apply_lora false trains every weight, which 4-bit weights cannot be: set load_in_4bit "
+                             "false for full fine-tuning, or apply_lora true for QLoRA")
+        return self
+
+
+def four_bit_problem() -> Optional[str]:
+    """Why model.load_in_4bit cannot work on this machine (no bitsandbytes, no CUDA GPU), or None when it can."""
+    if importlib.util.find_spec("bitsandbytes") is None and importlib.util.find_spec("unsloth") is None:
+        return ("4-bit loading (QLoRA) needs bitsandbytes and a CUDA GPU; bitsandbytes is not installed "
+                "(pip install bitsandbytes on a CUDA machine), or set load_in_4bit false to train in 16/32-bit")
+    if importlib.util.find_spec("torch") is None:
+        return "4-bit loading (QLoRA) needs torch with CUDA; torch is not installed"
+    import torch  # only reached when 4-bit is asked for
+
+    if not torch.cuda.is_available():
+        return ("4-bit loading (QLoRA) needs a CUDA GPU and none is visible on this machine: set load_in_4bit "
+                "false to train in 16/32-bit here")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- reward
@@ -193,6 +235,14 @@ class RewardSettings(Section):
     score_save_threshold: Optional[float] = Field(
         None, description="Combined-reward threshold for saving a completion; null saves nothing."
     )
+    time_limit_s: Optional[float] = Field(
+        600.0, gt=0, description="Seconds one reward call (one batch) may take before the run stops with a "
+        "checkpoint; a reward's own time_limit_s overrides it; null: no limit."
+    )
+    slow_notice_s: Optional[float] = Field(
+        30.0, gt=0, description="A reward call still running after this many seconds is named on the console "
+        "(again at each doubling); null: never."
+    )
 
     @field_validator("scaling_function")
     @classmethod
@@ -203,14 +253,17 @@ class RewardSettings(Section):
 class RewardFunctionConfig(BaseModel):
     """One entry of a dataset's reward_funcs: a registered reward name, its weight and its arguments.
 
-    Every key besides `name` and `weight` is passed to the reward's initializer, and checked against its
-    signature before the model loads.
+    Every key besides `name`, `weight` and `time_limit_s` is passed to the reward's initializer, and checked
+    against its signature before the model loads.
     """
 
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(..., description="A name registered with @register_reward_function.")
     weight: float = Field(1.0, description="Weight in weighted combinations.")
+    time_limit_s: Optional[float] = Field(
+        None, gt=0, description="Seconds this reward may take per batch (default: reward.time_limit_s)."
+    )
 
     @property
     def kwargs(self) -> dict[str, Any]:

@@ -78,12 +78,15 @@ def load_tokenizer(source: ModelSource, chat_template: Optional[str] = None) -> 
     return tokenizer
 
 
-def load_causal_lm(source: ModelSource, dtype: str = "auto") -> Any:
-    """Load the model for LoRA training (de-quantized GGUF weights are made trainable and savable)."""
+def load_causal_lm(source: ModelSource, dtype: str = "auto", **from_pretrained_kwargs: Any) -> Any:
+    """Load the model for training (de-quantized GGUF weights are made trainable and savable).
+
+    `from_pretrained_kwargs` go to transformers (e.g. a bitsandbytes quantization_config for QLoRA).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = _load(AutoModelForCausalLM.from_pretrained, source, dtype=resolve_torch_dtype(dtype))
+    model = _load(AutoModelForCausalLM.from_pretrained, source, dtype=resolve_torch_dtype(dtype), **from_pretrained_kwargs)
     if source.gguf_file:
         forget_gguf_quantization(model)
     if not torch.cuda.is_available():

@@ -1,4 +1,5 @@
-"""The Unsloth backend: FastLanguageModel (LoRA, or QLoRA with model.load_in_4bit) on an NVIDIA GPU.
+"""The Unsloth backend: FastLanguageModel (LoRA, QLoRA with model.load_in_4bit, or full fine-tuning with
+model.apply_lora false: Unsloth's full_finetuning) on an NVIDIA GPU.
 
 Unsloth loads the model with its fast kernels and wraps it with LoRA; TRL's GRPOTrainer then trains it as on
 the TRL path (Unsloth patches GRPOTrainer when it is imported, so training.py needs no change of trainer).
@@ -72,17 +73,30 @@ def unsloth_from_pretrained_kwargs(config: Any, vllm_available: Optional[bool] =
         "max_lora_rank": model.lora_rank,
         "random_state": config.training_parameters.seed,
         "use_exact_model_name": True,
+        "full_finetuning": not model.apply_lora,
     }
 
 
 def unsloth_peft_kwargs(config: Any) -> dict:
-    """Arguments for unsloth.FastLanguageModel.get_peft_model: the same adapter the TRL path builds."""
+    """Arguments for unsloth.FastLanguageModel.get_peft_model: the same adapter the TRL path builds.
+
+    Unsloth takes module names, not PEFT's exclude_modules: a list of excluded names is removed from the
+    targets; a regular expression is refused (the TRL backend applies it).
+    """
     model = config.model
+    targets = expand_target_modules(model.target_modules)
+    if isinstance(model.exclude_modules, str):
+        raise BackendUnavailableError(
+            f"model.exclude_modules '{model.exclude_modules}' is a regular expression, which the Unsloth backend "
+            "cannot apply: give a list of module names (e.g. [o_proj]) or set model.backend to 'trl'"
+        )
+    if model.exclude_modules and isinstance(targets, list):
+        targets = [name for name in targets if name not in model.exclude_modules]
     return {
         "r": model.lora_rank,
         "lora_alpha": model.lora_alpha,
         "lora_dropout": model.lora_dropout,
-        "target_modules": expand_target_modules(model.target_modules),
+        "target_modules": targets,
         "bias": "none",
         "use_gradient_checkpointing": "unsloth",
         "random_state": config.training_parameters.seed,
@@ -131,8 +145,9 @@ def load_unsloth_model(config: Any) -> LoadedModel:
             "set model.base_model_name to a local model directory."
         ) from error
     tokenizer = finish_tokenizer(tokenizer, config.training_parameters.chat_template, load_kwargs["model_name"])
-    torch.manual_seed(config.training_parameters.seed)  # LoRA init is random: make it repeatable
-    model = FastLanguageModel.get_peft_model(model, **unsloth_peft_kwargs(config))
+    if config.model.apply_lora:
+        torch.manual_seed(config.training_parameters.seed)  # LoRA init is random: make it repeatable
+        model = FastLanguageModel.get_peft_model(model, **unsloth_peft_kwargs(config))
 
     vllm_kwargs = vllm_grpo_kwargs(config, vllm_importable(), on_gpu=True)
     if load_kwargs["fast_inference"] and getattr(model, "vllm_engine", None) is None:
