@@ -5,7 +5,9 @@
     python run_augmentoolkit.py --node grpo-rl-pipeline --config my_grpo.yaml --set training_parameters.max_steps=5
     python run_augmentoolkit.py --sweep training_parameters.learning_rate=1e-5,3e-5 --sweep model.lora_rank=8,16
 
-Exit status: 0 done, 1 the run failed, 2 bad configuration or input (nothing was written).
+Exit status: 0 done; 1 a run stopped early (a judge that keeps failing, a reward past its time limit or
+broken: a checkpoint was saved) or crashed; 2 bad configuration or input (nothing was written); 130 Ctrl-C
+(143 SIGTERM) after the checkpoint. A non-zero node status stops the nodes (and sweep points) after it.
 """
 
 from __future__ import annotations
@@ -83,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         plan = planned_nodes(args)
         if args.sweep:
             return run_sweep(args, plan)
-        for node_name, config_path, parameters in plan:
+        for index, (node_name, config_path, parameters) in enumerate(plan):
             print(f"=== node {node_name}: {config_path}")
-            NODES.get(node_name)(str(config_path), overrides=args.overrides, dry_run=args.dry_run, fresh=args.fresh,
-                                 **parameters)
+            outcome = NODES.get(node_name)(str(config_path), overrides=args.overrides, dry_run=args.dry_run,
+                                           fresh=args.fresh, **parameters)
+            status = node_exit_status(outcome)
+            if status:
+                return report_stop(f"node {node_name}", status, skipped=len(plan) - index - 1, what="node")
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -96,25 +101,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def node_exit_status(outcome: object) -> int:
+    """A node's exit status: its outcome's `exit_status` (0 when it has none, e.g. a dry run)."""
+    return int(getattr(outcome, "exit_status", 0) or 0)
+
+
+def report_stop(name: str, status: int, skipped: int, what: str) -> int:
+    """Say that `name` did not finish (and what is not run because of it); returns `status`."""
+    later = f"; the {skipped} later {what}(s) were not run" if skipped else ""
+    print(f"{name} did not finish (exit status {status}){later}", file=sys.stderr)
+    return status
+
+
 def run_sweep(args: argparse.Namespace, plan: list[tuple[str, Path, dict]]) -> int:
     """Run each node once per grid point, each in `<output_dir>/<combination>`, then compare the runs."""
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import load_config
 
     grid = expand_sweep(args.sweep)
-    run_dirs = []
+    runs = []  # (node, config path, parameters, combination, run directory): every config loaded up front
     for node_name, config_path, parameters in plan:
         base_output = load_config(config_path, args.overrides).training_parameters.output_dir
-        for combination in grid:
-            run_dir = f"{base_output}/{run_name_for(combination)}"
-            overrides = [*args.overrides, *combination, f"training_parameters.output_dir={run_dir}"]
-            print(f"=== sweep {node_name}: {' '.join(combination)} -> {run_dir}")
-            NODES.get(node_name)(str(config_path), overrides=overrides, dry_run=args.dry_run, fresh=args.fresh,
-                                 **parameters)
-            run_dirs.append(run_dir)
+        runs += [(node_name, config_path, parameters, combination, f"{base_output}/{run_name_for(combination)}")
+                 for combination in grid]
+    run_dirs, status = [], 0
+    for node_name, config_path, parameters, combination, run_dir in runs:
+        overrides = [*args.overrides, *combination, f"training_parameters.output_dir={run_dir}"]
+        print(f"=== sweep {node_name}: {' '.join(combination)} -> {run_dir}")
+        outcome = NODES.get(node_name)(str(config_path), overrides=overrides, dry_run=args.dry_run, fresh=args.fresh,
+                                       **parameters)
+        run_dirs.append(run_dir)
+        status = node_exit_status(outcome)
+        if status:
+            break
     if not args.dry_run:
         from cli_utils.compare_runs import compare_runs
 
         print(compare_runs([Path(d) for d in run_dirs]))
+    if status:
+        return report_stop(f"sweep run {run_dirs[-1]}", status, skipped=len(runs) - len(run_dirs), what="sweep run")
     return 0
 
 

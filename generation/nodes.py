@@ -1,7 +1,8 @@
 """Pipeline nodes that super_config.yaml can name, and the path aliases their configs may use.
 
 A node is a function `run(config_path, overrides, dry_run, fresh, **parameters)`; its module is imported only
-when the node runs, so listing nodes stays cheap.
+when the node runs, so listing nodes stays cheap. It returns an outcome whose `exit_status` (0 when it
+finished; see the GRPO node's run_stop.py) the runner exits with; the nodes after a non-zero one are not run.
 """
 
 from __future__ import annotations

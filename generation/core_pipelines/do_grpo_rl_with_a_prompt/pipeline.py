@@ -22,6 +22,7 @@ from .data import SampledData, fit_prompts_to_length, sample_datasets
 from .lifecycle import prepare_run_directory
 from .rewarding import CombinedReward, RewardPlan, resolve_rewards
 from .run_files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
+from .run_stop import EXIT_FINISHED, exit_status
 
 
 @dataclass
@@ -32,6 +33,11 @@ class RunOutcome:
     steps: int = 0
     first_window_reward: Optional[float] = None
     last_window_reward: Optional[float] = None
+    exit_status: int = EXIT_FINISHED  # run_stop.exit_status: 0 finished, 1 stopped early, 130 Ctrl-C
+
+    @property
+    def finished(self) -> bool:
+        return self.exit_status == EXIT_FINISHED
 
 
 def run_grpo_pipeline(
@@ -96,11 +102,13 @@ def run_grpo_pipeline(
     result = train(config, paths, loaded, reward_function, data.train_rows, data.eval_rows, callbacks, resume_from)
     if result.stopped_early:
         print(f"run stopped early: {result.stopped_early}")
+        if result.steps:
+            print(f"a checkpoint of step {result.steps} was saved: fix the cause and run the same command to resume.")
     if result.interrupted:
         print(f"stopped at step {result.steps}; a checkpoint was saved. Run the same command again to resume.")
 
     # 9. Summary and plots: did the reward go up?
-    return summarize_run(paths, result.steps, finished=not (result.interrupted or result.stopped_early))
+    return summarize_run(paths, result.steps, exit_status(result.stopped_early, result.stop_signal))
 
 
 def prompt_token_counter(tokenizer: Any) -> Any:
@@ -131,6 +139,7 @@ def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, pat
         scaling_kwargs=config.reward.scaling_kwargs,
         stop_sequences=config.training_parameters.model_stop_sequences,
         on_scored=fan_out(*listeners),
+        slow_notice_s=config.reward.slow_notice_s,
     )
     callbacks = [make_metrics_callback(JsonlAppender(paths.metrics), reward_function.pop_pending_metrics)]
     return reward_function, callbacks
@@ -164,14 +173,19 @@ def _has_wandb_login() -> bool:
         return False
 
 
-def summarize_run(paths: RunPaths, steps: int, finished: bool = True) -> RunOutcome:
-    """Write summary.json and plots; print the first vs last window of the mean reward."""
+def summarize_run(paths: RunPaths, steps: int, status: int = EXIT_FINISHED) -> RunOutcome:
+    """Write summary.json and plots; print the first vs last window of the mean reward.
+
+    `status` is the run's exit status (run_stop.py): 0 when it finished.
+    """
     import json
 
     from .callbacks import reward_trend
 
     first, last = reward_trend(read_jsonl(paths.metrics))
-    summary = {"steps": steps, "finished": finished, "first_window_reward": first, "last_window_reward": last}
+    finished = status == EXIT_FINISHED
+    summary = {"steps": steps, "finished": finished, "exit_status": status,
+               "first_window_reward": first, "last_window_reward": last}
     best = paths.root / "best.json"
     if best.exists():
         info = json.loads(best.read_text())
@@ -187,7 +201,7 @@ def summarize_run(paths: RunPaths, steps: int, finished: bool = True) -> RunOutc
         print(f"plots skipped: {error}")
     if finished:
         print(f"adapter saved to {paths.final_adapter}")
-    return RunOutcome(paths, steps, first, last)
+    return RunOutcome(paths, steps, first, last, status)
 
 
 def describe_plan(config: GRPOPipelineConfig, data: SampledData, plan: RewardPlan) -> str:

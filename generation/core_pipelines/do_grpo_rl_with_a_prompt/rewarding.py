@@ -1,7 +1,9 @@
 """Turn the config's reward_funcs into the single reward function TRL calls.
 
 Stages, once per batch of completions:
-  1. each row is scored only by its own dataset's rewards (sync ones in turn, async ones concurrently);
+  1. each row is scored only by its own dataset's rewards (sync ones in turn in a worker thread, async ones
+     concurrently), each reward on its own copy of the prompts and columns, each within its time limit,
+     each result checked (reward_results.py);
   2. the combination function turns one completion's per-reward scores (and weights) into one number;
   3. completions whose combined reward reaches reward.score_save_threshold are saved;
   4. the scaling function rescales the batch of combined rewards (per prompt group) for TRL.
@@ -24,12 +26,12 @@ from generation.registry import UnknownNameError
 from .config import GRPOPipelineConfig, SEED_DATASET_LLM_KEYS
 from .post_processors import check_scaling_kwargs, get_combination_function, get_scaling_function
 from .reward_registry import RewardFunction, check_initializer_kwargs, load_reward_modules
+from .reward_calls import RewardCaller
+from .reward_results import RewardFunctionError
+from .run_stop import RewardTimeoutError
 
 COMBINED_REWARD_NAME = "combined"
-
-
-class RewardFunctionError(RuntimeError):
-    """A reward function raised or returned the wrong shape; names the reward and dataset."""
+__all__ = ["CombinedReward", "RewardFunctionError", "RewardTimeoutError", "resolve_rewards"]
 
 
 @dataclass
@@ -40,6 +42,7 @@ class ResolvedReward:
     weight: float
     function: RewardFunction
     is_async: bool
+    time_limit_s: Optional[float] = None  # seconds per call; None: no limit
 
 
 @dataclass
@@ -92,7 +95,8 @@ def resolve_rewards(config: GRPOPipelineConfig) -> RewardPlan:
                     ) from error
             function = initialized[key]
             label = _unique_label(entry.name, [r.label for r in rewards])
-            rewards.append(ResolvedReward(label, entry.weight, function, _is_async(function)))
+            time_limit = entry.time_limit_s or config.reward.time_limit_s
+            rewards.append(ResolvedReward(label, entry.weight, function, _is_async(function), time_limit))
         per_dataset[dataset.display_name] = rewards
     return RewardPlan(per_dataset)
 
@@ -158,7 +162,9 @@ def group_ids_for(prompts: Sequence[Any], sources: Optional[Sequence[Any]]) -> l
 class CombinedReward:
     """The one reward function handed to TRL: routes, combines, saves high scorers, scales, logs.
 
-    Async so that every LLM-judge call of a step runs concurrently on TRL's event loop.
+    Async so that every LLM-judge call of a step runs concurrently on TRL's event loop (TRL runs async
+    reward functions there, in a daemon thread, and waits for the result). A reward still running after
+    `slow_notice_s` is named through `notify` (again at each doubling, once per run for each).
     """
 
     plan: RewardPlan
@@ -169,6 +175,8 @@ class CombinedReward:
     on_scored: Optional[Callable[["ScoredBatch"], None]] = None
     mode_probe: Callable[[], str] = lambda: "train"  # the trainer sets this: "train" or "eval"
     pending_metrics: dict[str, list[float]] = field(default_factory=dict)
+    slow_notice_s: Optional[float] = 30.0
+    notify: Callable[[str], None] = print
 
     _last_call: Optional[float] = None
 
@@ -178,6 +186,7 @@ class CombinedReward:
         self.__name__ = "training_reward"
         self._combine = get_combination_function(self.combination_function)
         self._scale = get_scaling_function(self.scaling_function)
+        self._caller = RewardCaller(self.slow_notice_s, self.notify)
 
     async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[Optional[float]]:
         texts = [completion_text(c, self.stop_sequences) for c in completions]
@@ -200,9 +209,14 @@ class CombinedReward:
         return self._scale(combined, groups, **self.scaling_kwargs)
 
     async def _score_all(self, prompts, texts, dataset_names, columns) -> dict[str, list[Optional[float]]]:
-        """Every reward's score for every completion (None where it does not apply or has no opinion)."""
+        """Every reward's score for every completion (None where it does not apply or has no opinion).
+
+        Each reward gets its own copy of the prompts and columns (reward_calls.py). Sync rewards run one
+        after another in a worker thread, async ones concurrently beside them; the first failure cancels
+        the rest.
+        """
         per_reward: dict[str, list[Optional[float]]] = {label: [None] * len(texts) for label in self.plan.labels()}
-        pending = []
+        async_calls, sync_calls = [], []
         for dataset, rewards in self.plan.per_dataset.items():
             rows = [i for i, name in enumerate(dataset_names) if name == dataset]
             if not rows:
@@ -214,10 +228,21 @@ class CombinedReward:
             subset_prompts = [prompts[i] for i in rows]
             subset_texts = [texts[i] for i in rows]
             for reward in rewards:
-                call = _call_reward(reward, dataset, subset_prompts, subset_texts, subset_columns)
-                pending.append((reward.label, rows, call))
-        results = await asyncio.gather(*(call for _, _, call in pending))
-        for (label, rows, _), scores in zip(pending, results):
+                arguments = (reward, dataset, subset_prompts, subset_texts, subset_columns)
+                (async_calls if reward.is_async else sync_calls).append((reward.label, rows, arguments))
+
+        async def in_turn() -> list:
+            return [await self._caller.call(*arguments) for _, _, arguments in sync_calls]
+
+        tasks = [asyncio.ensure_future(self._caller.call(*arguments)) for _, _, arguments in async_calls]
+        tasks.append(asyncio.ensure_future(in_turn()))
+        try:
+            *async_results, sync_results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        for (label, rows, _), scores in zip(async_calls + sync_calls, async_results + sync_results):
             for i, score in zip(rows, scores):
                 per_reward[label][i] = score
         return per_reward
@@ -269,20 +294,3 @@ class ScoredBatch:
     def step(self) -> int:
         """The optimizer step these completions are trained in (1-based)."""
         return int(getattr(self.trainer_state, "global_step", 0)) + 1
-
-
-async def _call_reward(reward: ResolvedReward, dataset: str, prompts, texts, columns) -> list[Optional[float]]:
-    try:
-        result = reward.function(prompts=prompts, completions=texts, **columns)
-        if inspect.isawaitable(result):
-            result = await result
-    except Exception as error:
-        if type(error).__name__ == "JudgeFailureError":
-            raise
-        raise RewardFunctionError(f"reward '{reward.label}' (dataset '{dataset}') raised {error!r}") from error
-    scores = list(result)
-    if len(scores) != len(texts):
-        raise RewardFunctionError(
-            f"reward '{reward.label}' (dataset '{dataset}') returned {len(scores)} scores for {len(texts)} completions"
-        )
-    return [None if s is None or (isinstance(s, float) and math.isnan(s)) else float(s) for s in scores]

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -80,8 +81,10 @@ class JsonlAppender:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
+        """Append `record` as one line of strict JSON (NaN/inf become null, numpy/torch values plain numbers)."""
+        line = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False) + "\n"
+        # a lone surrogate (invalid UTF-8) goes out as its JSON escape \udXXX, so the line stays valid
+        with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(line)
 
     def trim_after_step(self, step: int) -> int:
@@ -138,6 +141,18 @@ def conversation_record(
 
 
 def _jsonable(value: Any) -> Any:
+    """`value` as plain JSON data: non-finite floats -> None, numpy/torch scalars and arrays -> numbers and
+    lists, tuples -> lists, any other object -> its str()."""
+    if value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key if isinstance(key, (str, int)) else str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return _jsonable(value.tolist())
     if hasattr(value, "item"):
-        return value.item()
+        return _jsonable(value.item())
     return str(value)

@@ -6,6 +6,7 @@ Only this module (and the backends) import torch / TRL, and only when a run trai
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -15,6 +16,7 @@ from .backends.generation import stop_generation_kwargs
 from .callbacks import make_progress_reward_callback
 from .lifecycle import make_lifecycle_callback, staging_dir
 from .run_files import RunPaths
+from .run_stop import RunStopError
 
 CHECKPOINT_PREFIX = "checkpoint"
 
@@ -25,8 +27,9 @@ class TrainResult:
 
     steps: int
     seconds: float
-    stopped_early: Optional[str] = None
+    stopped_early: Optional[str] = None  # the RunStopError's message
     interrupted: bool = False
+    stop_signal: Optional[str] = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
 
 
 def effective_scale_rewards(config: GRPOPipelineConfig) -> str:
@@ -137,14 +140,15 @@ def train(
     stopped_early = None
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except Exception as error:
-        if type(error).__name__ != "JudgeFailureError":
-            raise
+    except RunStopError as error:  # a failing judge, a reward past its time limit, a broken reward
         stopped_early = str(error)
-        trainer._save_checkpoint(trainer.model, trial=None)  # keep the work done so far; resume continues here
-        lifecycle.on_save(args, trainer.state, trainer.control)
+        if error.__cause__ is not None:  # a reward raised: show where
+            traceback.print_exception(error.__cause__)
+        if trainer.state.global_step > 0:  # keep the work done so far; resume continues here
+            trainer._save_checkpoint(trainer.model, trial=None)
+            lifecycle.on_save(args, trainer.state, trainer.control)
     result = TrainResult(trainer.state.global_step, time.monotonic() - started, stopped_early,
-                         interrupted=bool(lifecycle.stop_requested))
+                         interrupted=bool(lifecycle.stop_requested), stop_signal=lifecycle.stop_requested)
     if not result.interrupted and not stopped_early:
         save_adapter(trainer.model, tokenizer, paths.final_adapter)
     return result

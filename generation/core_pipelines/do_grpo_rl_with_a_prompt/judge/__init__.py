@@ -22,8 +22,10 @@ Importing this package is cheap: openai and torch load on first use.
 
 from __future__ import annotations
 
+from ..run_stop import RunStopError
 
-class JudgeFailureError(RuntimeError):
+
+class JudgeFailureError(RunStopError):
     """The judge failed on too many calls for too many steps in a row; training on its output would be garbage.
 
     Raised from inside a judge reward's call. The trainer catches it, saves a checkpoint and stops with the
