@@ -18,6 +18,7 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards import (
     formatting,
     gec,
     length,
+    math_equivalence,
     repetition,
 )
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import REWARD_FUNCTIONS
@@ -79,7 +80,7 @@ class TestContract:
         reward = REWARD_FUNCTIONS.get(name)(**REQUIRED_KWARGS.get(name, {}))
         assert reward([], [], answer=[]) == []
 
-    @pytest.mark.parametrize("module", [answers, common, formatting, gec, length, repetition])
+    @pytest.mark.parametrize("module", [answers, common, formatting, gec, length, math_equivalence, repetition])
     def test_doctests(self, module):
         result = doctest.testmod(module)
         assert result.failed == 0
@@ -194,8 +195,13 @@ class TestExtraction:
     @pytest.mark.parametrize(
         "text, value",
         [("42", 42), ("$1,234.50", 1234.5), ("18.0", 18), ("3/4", 0.75), (r"\frac{3}{4}", 0.75), ("-.5", -0.5),
-         ("+7", 7), ("18 dollars", 18), ("The answer is 42.", 42), ("10%", 10), ("5/0", None), ("", None),
-         ("none", None)],
+         ("+7", 7), ("18 dollars", 18), ("10%", 10), ("5/0", None), ("", None), ("none", None),
+         # one number or none: prose around it, or an expression, is not a number (issue 12, class 1)
+         ("The answer is 42.", None), (r"\sqrt{2}", None), ("(1,2)", None), ("x^2+1", None), ("2x", None),
+         # notation that does not change the value (class 3 and 4)
+         (r"\frac12", 0.5), (r"\dfrac{1}{2}", 0.5), (r"\tfrac34", 0.75), (r"50\%", 50), (r"90^\circ", 90),
+         (r"90^{\circ}", 90), ("x = 5", 5), (r"\$1,200", 1200), (r"3.5 \text{ cm}", 3.5), ("$5$", 5),
+         ("1{,}000", 1000), ("72.", 72)],
     )
     def test_parse_number(self, text, value):
         parsed = answers.parse_number(text)
@@ -258,6 +264,99 @@ class TestFinalAnswerMatch:
             answers.final_answer_match(mode="fuzzy")
         with pytest.raises(ValueError):
             answers.final_answer_match(answer_style="latex")
+
+
+class TestNumericIsStrict:
+    """Issue 12, classes 1-3: a non-numeric answer is never read as its last number."""
+
+    def test_non_numeric_reference_is_unparsed_not_its_last_number(self):
+        reward = answers.final_answer_match()
+        refs = [r"\sqrt{2}", "(1,2)", "x^2+1"]
+        assert call(reward, [r"\boxed{2}", r"\boxed{2}", r"\boxed{1}"], answer=refs) == [None, None, None]
+
+    def test_marked_expression_is_not_its_last_number(self):
+        reward = answers.final_answer_match()
+        assert call(reward, [r"\boxed{\sqrt{2}}", r"\boxed{2x}", r"\boxed{2}"], answer=["2"] * 3) == [0.0, 0.0, 1.0]
+
+    def test_unmarked_completion_uses_last_standalone_number(self):
+        reward = answers.final_answer_match()
+        completions = ["so 24 + 48 = 72 apples.", r"it is \sqrt{2}", "x^2 where x = 2", r"so \frac12"]
+        assert call(reward, completions, answer=["72", "2", "2", "0.5"]) == [1.0, 0.0, 1.0, 1.0]
+
+    def test_gsm8k_number_right_after_marker(self):
+        reward = answers.final_answer_match(answer_style="gsm8k")
+        assert call(reward, ["#### 72 clips", "#### 5 + 3 = 8", "#### 8"], answer=["#### 72"] * 2 + ["#### 5 + 3 = 8"]) == [
+            1.0, 0.0, 0.0]
+
+    def test_boxed_without_braces_and_frac_shorthand(self):
+        reward = answers.final_answer_match()
+        assert call(reward, [r"$\boxed 5$", r"\boxed{\frac12}", r"\boxed{\dfrac{1}{2}}"], answer=["5", "0.5", r"\frac12"]) == [
+            1.0, 1.0, 1.0]
+
+
+class TestUnparsedReference:
+    def test_counted_through_log_metric_and_warned_once(self, caplog):
+        reward = answers.final_answer_match()
+        logged = []
+        columns = {"answer": [r"\sqrt{2}", "4", "x^2"], "log_metric": lambda name, value: logged.append((name, value))}
+        with caplog.at_level("WARNING"):
+            assert call(reward, ["2", "4", "1"], **columns) == [None, 1.0, None]
+            assert call(reward, ["2", "4", "1"], **columns) == [None, 1.0, None]
+        assert logged == [("rewards/final_answer_match/unparsed_reference", 2.0)] * 2
+        warnings = [r for r in caplog.records if "unparsed_reference" in r.getMessage()]
+        assert len(warnings) == 1 and "sqrt" in warnings[0].getMessage()
+
+    def test_empty_reference_is_none_and_not_counted(self):
+        logged = []
+        reward = answers.final_answer_match(mode="math")
+        assert call(reward, ["2"], answer=[""], log_metric=lambda n, v: logged.append(v)) == [None]
+        assert logged == [0.0]
+
+    def test_without_log_metric(self):
+        assert call(answers.final_answer_match(), ["2"], answer=["x^2"]) == [None]
+
+
+class TestMathMode:
+    """Issue 12, class 4: MATH-style equivalence through math-verify."""
+
+    @pytest.mark.parametrize(
+        "given, reference, right",
+        [(r"\boxed{0.5}", r"\frac{1}{2}", True), (r"\boxed{\dfrac{1}{2}}", "0.5", True), (r"\boxed{50\%}", "50", True),
+         (r"\boxed{90^\circ}", "90", True), (r"\boxed{x = 5}", "5", True), (r"\boxed{[1,2)}", r"[1, 2)", True),
+         (r"\boxed{(1,2]}", r"[1, 2)", False), (r"\boxed{\{2,1\}}", r"\{1,2\}", True), (r"\boxed{2\sqrt{3}}", r"\sqrt{12}", True),
+         (r"\boxed{2}", r"\sqrt{2}", False), (r"\boxed{2}", "(1,2)", False), (r"\boxed{1}", "x^2+1", False),
+         (r"\boxed{x^2+1}", "$1 + x^2$", True), (r"\boxed{\frac{64}{400}}", r"\frac{63}{400}", False),
+         ("The answer is $\\frac{1}{3}$.", r"\frac13", True), ("", "5", False), ("#### 1,200", r"\$1,200", True)],
+    )
+    def test_equivalence(self, given, reference, right):
+        reward = answers.final_answer_match(mode="math")
+        assert call(reward, [given], answer=[reference]) == [1.0 if right else 0.0]
+
+    def test_unparseable_reference(self):
+        reward = answers.final_answer_match(mode="math")
+        assert call(reward, [r"\boxed{42}"], answer=["forty two"]) == [None]
+
+    def test_pathological_case_is_cut_off(self):
+        reward = answers.final_answer_match(mode="math", timeout_s=1)
+        assert call(reward, [r"\boxed{10^{10^{10}}}", r"\boxed{5}"], answer=["5", "5"]) == [0.0, 1.0]
+
+    def test_in_a_worker_thread(self):
+        """TRL calls our (async) combined reward on its event-loop thread, where signal.alarm is unavailable:
+        pairs go to a helper process whose own time limits still hold."""
+        import threading
+
+        reward = answers.final_answer_match(mode="math", timeout_s=1)
+        results = []
+        thread = threading.Thread(target=lambda: results.append(
+            call(reward, [r"\boxed{\frac{1}{3}}", r"\boxed{10^{10^{10}}}"], answer=[r"\frac13", "5"])))
+        thread.start()
+        thread.join(120)
+        assert not thread.is_alive()
+        assert results == [[1.0, 0.0]]
+
+    def test_bad_timeout(self):
+        with pytest.raises(ValueError):
+            answers.final_answer_match(mode="math", timeout_s=0.5)
 
 
 class TestGsm8kAliases:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 from ..text_utils import strip_reasoning
@@ -49,3 +50,31 @@ def column(columns: dict[str, Any], name: str, count: int) -> Sequence[Any]:
     if len(values) != count:
         raise ValueError(f"column '{name}' has {len(values)} values for {count} completions")
     return values
+
+
+class UnparsedReferenceCounter:
+    """Counts rows whose reference answer a reward cannot read, logs `rewards/<name>/unparsed_reference` through
+    TRL's `log_metric` column (TRL >= 1.14) and warns once per reward, so a broken reference column is seen.
+
+    >>> counter = UnparsedReferenceCounter("final_answer_match")
+    >>> logged = {}
+    >>> counter.report(["x^2", None], {"log_metric": lambda name, value: logged.update({name: value})})
+    >>> logged
+    {'rewards/final_answer_match/unparsed_reference': 1.0}
+    """
+
+    def __init__(self, name: str, what: str = "has no answer this reward can read"):
+        self.name, self.what, self.warned = name, what, False
+
+    def report(self, unparsed: Sequence[Any], columns: dict[str, Any]) -> None:
+        """`unparsed`: one entry per row, None where the reference was read, else the unreadable reference."""
+        bad = [reference for reference in unparsed if reference is not None]
+        log_metric = columns.get("log_metric")
+        if callable(log_metric):
+            log_metric(f"rewards/{self.name}/unparsed_reference", float(len(bad)))
+        if bad and not self.warned:
+            self.warned = True
+            logging.getLogger(__name__).warning(
+                "%s: %d of %d references in this batch %s (scored None, counted as rewards/%s/unparsed_reference); "
+                "first: %r", self.name, len(bad), len(unparsed), self.what, self.name, str(bad[0])[:200],
+            )
