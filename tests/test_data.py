@@ -130,7 +130,7 @@ def test_percentages_are_fractions_of_total_rows_and_need_not_sum_to_one(tmp_pat
 def test_count_is_capped_at_usable_rows_and_reported(tmp_path):
     rows = [sharegpt(i) for i in range(8)] + ["{broken", {"conversations": []}]
     path = write(tmp_path / "small.jsonl", rows)
-    data = sample([{"path": str(path), "percentage": 2.0}], total_rows=10)
+    data = sample([{"path": str(path), "percentage": 1.0}], total_rows=20)
     entry = data.report.per_dataset["small"]
     assert (entry["requested"], entry["available"], entry["sampled"], entry["skipped_bad"]) == (20, 10, 8, 2)
     assert entry["capped"] is True

@@ -280,9 +280,30 @@ class DatasetConfig(Section):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(..., description="A .json, .jsonl or .parquet file of ShareGPT, OpenAI messages or prompt/completion rows.")
+    path: str = Field(..., description="A .json, .jsonl or .parquet file, a dataset directory, or a hub dataset id "
+                      "(e.g. openai/gsm8k, loaded with datasets.load_dataset; the offline cache is honoured).")
     name: Optional[str] = Field(None, description="Name in logs and reward columns; default: the file's stem.")
-    percentage: float = Field(1.0, ge=0.0, description="Share of dataset_settings.total_rows drawn from this dataset.")
+    percentage: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share (0.0-1.0) of dataset_settings.total_rows drawn from this dataset."
+    )
+    prompt_column: Optional[str] = Field(
+        None, description="Field holding the prompt (text or messages); dotted paths reach nested fields. Default: detected."
+    )
+    answer_column: Optional[str] = Field(
+        None, description="Field holding the reference answer, e.g. reward_model.ground_truth. Default: detected."
+    )
+    system_column: Optional[str] = Field(None, description="Field holding a system message for the prompt.")
+    prompt_template: Optional[str] = Field(
+        None, description="Builds the user turn from row fields, e.g. 'Solve: {question}' (dotted names allowed); "
+        "a row that lacks a named field is a bad row."
+    )
+    split: str = Field("train", description="Split of a hub dataset or dataset directory.")
+    subset: Optional[str] = Field(None, description="Subset (configuration name) of a hub dataset, e.g. main for openai/gsm8k.")
+    revision: Optional[str] = Field(None, description="Git revision (branch, tag, commit) of a hub dataset.")
+    streaming: bool = Field(
+        False, description="Stream a hub dataset instead of preparing it: rows come in a seeded shuffle (buffer of "
+        "10,000), nothing is downloaded whole."
+    )
     system_prompt: Optional[str] = Field(None, description="Prepended to the conversation's system prompt, or inserted.")
     single_turn_ratio: float = Field(
         0.0, ge=0.0, le=1.0, description="Chance that a multi-turn conversation is cut to its first assistant turn."
@@ -303,6 +324,22 @@ class DatasetConfig(Section):
     def _single_reward_as_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value  # the seed's configs allow one dict
 
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_names_fields(cls, value: Optional[str]) -> Optional[str]:
+        from .data_columns import template_fields
+
+        if value is not None and not template_fields(value):
+            raise ValueError("names no field: write fields in braces, e.g. 'Solve: {question}'")
+        return value
+
+    @field_validator("prompt_column", "answer_column", "system_column")
+    @classmethod
+    def _dotted_path(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not value.strip() or any(not part for part in value.split("."))):
+            raise ValueError(f"'{value}' is not a field name or dotted path (e.g. reward_model.ground_truth)")
+        return value
+
     @property
     def display_name(self) -> str:
         return self.name or Path(self.path).stem
@@ -313,14 +350,36 @@ class DatasetSettings(Section):
 
     total_rows: int = Field(1000, gt=0, description="Rows sampled across all datasets (each takes its percentage).")
     strict: bool = Field(False, description="Stop at the first bad row instead of skipping and counting it.")
-    overlong_prompts: Literal["truncate", "drop"] = Field(
-        "truncate", description="Prompts over max_prompt_length lose whole early turns (system kept), or are dropped."
+    truncation: Literal["turns", "left", "right", "middle", "drop", "error"] = Field(
+        "turns", description="Prompts over max_prompt_length: turns drops whole early turns (system kept; a final turn "
+        "still too long drops the row); left / right / middle do that, then cut inside the one remaining turn keeping "
+        "its end / beginning / both ends; drop drops the row; error stops the run naming file:line."
+    )
+    filter_overlong_prompts: bool = Field(
+        False, description="Seed (verl) compatibility: true drops overlong prompts whatever truncation says."
     )
     eval_path: Optional[str] = Field(None, description="A separate evaluation dataset (any supported format).")
     eval_rows: int = Field(32, gt=0, description="Most rows used from eval_path.")
     eval_rewards_from: Optional[str] = Field(
         None, description="Name of the dataset whose rewards score the eval_path rows; default: the first dataset."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_overlong_prompts(cls, data: Any) -> Any:
+        """overlong_prompts (truncate | drop) was the name before truncation modes existed."""
+        if isinstance(data, dict) and "overlong_prompts" in data:
+            data = dict(data)
+            if "truncation" in data:
+                raise ValueError("give either overlong_prompts (older name) or truncation, not both")
+            old = data.pop("overlong_prompts")
+            data["truncation"] = {"truncate": "turns"}.get(old, old)
+        return data
+
+    @property
+    def effective_truncation(self) -> str:
+        """The truncation mode in force (filter_overlong_prompts means drop)."""
+        return "drop" if self.filter_overlong_prompts else self.truncation
 
 
 class PostProcessorsCompat(Section):

@@ -14,47 +14,60 @@ count is met or the file is exhausted. Each dataset draws from its own RNG strea
 so adding a dataset does not change the rows of the others; the train rows of all datasets are then
 shuffled together (seeded). Same seed, same rows in the same order.
 
-Bad rows (broken JSON, no assistant turn after a user turn, an unknown role, empty text, no
-conversations/messages/prompt) are skipped and counted, the first few kept as "path:line: reason", and
-replaced by further draws; with dataset_settings.strict the first one raises DataError instead.
+Where the rows come from: a file (data_formats.py), or a hub id / dataset directory through 🤗 datasets
+(data_hub.py; a streamed dataset is drawn in a seeded shuffle instead). Which fields are the prompt and
+the answer: the dataset's layout (data_columns.py), detected from its first rows or configured.
+
+Bad rows (broken JSON, nesting too deep to parse, no assistant turn after a user turn, an unknown role,
+empty text, text that is not valid Unicode, a missing prompt / answer / template field) are skipped and
+counted, the first few kept as "path:line: reason", and replaced by further draws; with
+dataset_settings.strict the first one raises DataError instead.
 
 A row: {"prompt": [{"role", "content"}, ...] (the conversation before the target assistant turn),
 "answer": the target assistant turn's text (the reference answer), "dataset_name", "source" ("path:line"
-for JSON Lines, "path:#index" for JSON arrays and Parquet), plus the raw row's other top-level scalar
-columns}. Every row carries every extra column (None where missing); a column whose types differ between
-rows becomes str (int mixed with float becomes float), so all rows fit one `datasets.Dataset.from_list`.
+for JSON Lines, "path:#index" for JSON arrays, Parquet and hub datasets), plus the raw row's other fields
+as scalar columns (data_columns.extra_columns: nested objects flattened to dotted names, reserved names
+renamed row_<name>)}. Every row carries every extra column (None where missing); a column whose types
+differ between rows becomes str (int mixed with float becomes float), so all rows fit one
+`datasets.Dataset.from_list`.
 
 The target turn: force_single_turn -> the first assistant turn that follows a user turn; otherwise with
-chance single_turn_ratio the first, else the last. Prompt/completion rows keep their own split (answer =
-completion, or the row's `answer` string when there is no completion). `system_prompt` is prepended to the
-conversation's first system message (system_prompt + "\\n\\n" + existing) or inserted as the first message.
+chance single_turn_ratio the first, else the last. Rows of fields have one target: their answer.
+`system_prompt` is prepended to the conversation's first system message (system_prompt + "\\n\\n" +
+existing) or inserted as the first message. Fitting prompts to max_prompt_length: truncation.py.
 """
 
 from __future__ import annotations
 
-import copy
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.data_formats import (
+from .data_columns import (
+    BASE_COLUMNS,
+    RENAMED_PREFIX,
+    RESERVED_NAMES as _RESERVED,
     BadRow,
-    DataError,
-    detect_format,
-    open_reader,
+    LayoutError,
+    detect_layout,
     to_conversation,
 )
+from .data_formats import DataError, open_reader
+from .truncation import PromptTokens, fit_prompts_to_length
 
 if TYPE_CHECKING:
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetConfig, DatasetSettings
+    from .config import DatasetConfig, DatasetSettings
 
-__all__ = ["DataError", "DataReport", "SampledData", "sample_datasets", "fit_prompts_to_length"]
+__all__ = ["DataError", "DataReport", "PromptTokens", "SampledData", "sample_datasets", "fit_prompts_to_length"]
 
-BASE_COLUMNS = ("prompt", "answer", "dataset_name", "source")
 BAD_EXAMPLES_PER_DATASET = 5
+DETECT_ROWS = 20
+FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".csv", ".tsv", ".txt", ".arrow")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PURPOSE = {"sample": 1, "eval": 2, "turn": 3, "mix": 4}
 _COLUMNS = (
     ("requested", "requested"), ("available", "available"), ("sampled", "sampled"), ("train", "train"),
@@ -70,11 +83,15 @@ class DataReport:
     (good rows drawn = train + eval), "train", "eval", "skipped_bad", "truncated", "dropped_overlong",
     "capped" (fewer usable rows than requested)}. bad_row_examples: the first few bad rows of each dataset
     as "path:line: reason". eval_path_entry: (file label, report key) of dataset_settings.eval_path.
+    layouts: name -> how its rows were read (data_columns.Layout.describe). renamed_columns: name -> the
+    row fields renamed row_<name> because TRL or this node passes a reward argument of that name.
     """
 
     per_dataset: dict[str, dict] = field(default_factory=dict)
     bad_row_examples: list[str] = field(default_factory=list)
     eval_path_entry: tuple[str, str] | None = None
+    layouts: dict[str, str] = field(default_factory=dict)
+    renamed_columns: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A table with one line per dataset, then notes on capped datasets and examples of bad rows."""
@@ -136,55 +153,34 @@ def sample_datasets(
     return SampledData(train_rows, eval_rows, report)
 
 
-def fit_prompts_to_length(
-    data: SampledData,
-    count_tokens: Callable[[list[dict]], int],
-    max_prompt_length: int | None,
-    mode: Literal["truncate", "drop"],
-) -> SampledData:
-    """Make every prompt (train and eval) fit max_prompt_length tokens, counting changes in the report.
-
-    count_tokens(messages) is the prompt's token count after the chat template. "truncate" drops whole
-    early turns (keeping the leading system message(s) and at least the final user turn, so that the prompt
-    still starts with an optional system message then a user turn) and drops the row when even that is too
-    long; "drop" drops every overlong row. Returns new lists and a new report, leaving `data` unchanged
-    (with max_prompt_length None: `data` itself).
-    """
-    if mode not in ("truncate", "drop"):
-        raise ValueError(f"mode must be 'truncate' or 'drop', got {mode!r}")
-    if max_prompt_length is None:
-        return data
-    report = copy.deepcopy(data.report)
-    fit = lambda rows, is_eval: _fit_rows(rows, count_tokens, max_prompt_length, mode, report, is_eval)  # noqa: E731
-    return SampledData(fit(data.train_rows, False), fit(data.eval_rows, True), report)
-
-
 # -------------------------------------------------------------------------------------------- sampling
 
 
 def _sample_file(dataset, name, requested, strict, seed, base_dir, report, eval_only=False) -> list[dict]:
-    """Draw `requested` good rows of one file (fewer when it has fewer) and turn them into output rows."""
-    path = _resolve(dataset.path, base_dir)
-    label = str(path)
+    """Draw `requested` good rows of one dataset (fewer when it has fewer) and turn them into output rows."""
     entry = report.per_dataset[name] = {
         "requested": requested, "available": None, "sampled": 0, "train": 0, "eval": 0,
         "skipped_bad": 0, "truncated": 0, "dropped_overlong": 0, "capped": False,
     }
+    local, is_file = _locate(dataset.path, base_dir)
     if requested <= 0:
-        if not path.is_file():
-            raise DataError(f"{label}: file not found")
+        if is_file and not local.is_file():
+            raise DataError(f"{local}: file not found")
         return []
-    reader = open_reader(path, label)
-    fmt = detect_format(reader, label)
-    entry["available"] = len(reader)
+    reader = _open(dataset, local, is_file)
+    try:
+        layout = detect_layout(reader.head(DETECT_ROWS), dataset, reader.label)
+    except LayoutError as error:
+        raise DataError(str(error)) from None
+    report.layouts[name] = layout.describe()
+    entry["available"] = len(reader) if hasattr(reader, "__len__") else None
     drawn = []
-    order = _DrawOrder(_rng(seed, name, "sample"), len(reader), requested)
-    while len(drawn) < requested and (batch := order.take(requested - len(drawn))):
-        for source, raw in reader.read(batch):
+    for batch in _draws(reader, _rng(seed, name, "sample"), seed, requested, lambda: requested - len(drawn)):
+        for source, raw in batch:
             try:
                 if isinstance(raw, BadRow):
                     raise raw
-                drawn.append((source, to_conversation(raw, fmt)))
+                drawn.append((source, to_conversation(raw, layout)))
             except BadRow as reason:
                 if strict:
                     raise DataError(f"{source}: {reason} (dataset_settings.strict is on)") from None
@@ -192,6 +188,9 @@ def _sample_file(dataset, name, requested, strict, seed, base_dir, report, eval_
                 if entry["skipped_bad"] <= BAD_EXAMPLES_PER_DATASET:
                     report.bad_row_examples.append(f"{source}: {reason}")
     entry["sampled"], entry["capped"] = len(drawn), len(drawn) < requested and not eval_only
+    renamed = sorted({key for _, c in drawn for key in c.extras if key.startswith(RENAMED_PREFIX) and key[4:] in _RESERVED})
+    if renamed:
+        report.renamed_columns[name] = renamed
     first_turn = _rng(seed, name, "turn").random(len(drawn)) < dataset.single_turn_ratio
     rows = []
     for (source, conversation), first in zip(drawn, first_turn):
@@ -203,21 +202,59 @@ def _sample_file(dataset, name, requested, strict, seed, base_dir, report, eval_
     return rows
 
 
+def _draws(reader, rng, seed, requested, still_needed):
+    """Batches of (source, raw row) in sampling order until still_needed() is 0 or the dataset is exhausted."""
+    if hasattr(reader, "stream"):
+        stream = reader.stream(seed)
+        while (needed := still_needed()) > 0:
+            batch = [item for _, item in zip(range(needed), stream)]
+            if not batch:
+                return
+            yield batch
+        return
+    order = _DrawOrder(rng, len(reader), requested)
+    while (needed := still_needed()) > 0 and (indices := order.take(needed)):
+        yield reader.read(indices)
+
+
 def _sample_eval_path(settings, seed, base_dir, report) -> list[dict]:
     """Up to eval_rows rows of dataset_settings.eval_path, named after the file's stem."""
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetConfig
+    from .config import DatasetConfig
 
     dataset = DatasetConfig(path=settings.eval_path)
     key = f"{dataset.display_name} (eval_path)"
     rows = _sample_file(dataset, key, settings.eval_rows, settings.strict, seed, base_dir, report, eval_only=True)
     report.per_dataset[key]["eval"] = len(rows)
-    report.eval_path_entry = (str(_resolve(settings.eval_path, base_dir)), key)
+    label = rows[0]["source"].rsplit(":", 1)[0] if rows else str(_locate(settings.eval_path, base_dir)[0])
+    report.eval_path_entry = (label, key)
     return rows
 
 
-def _resolve(path: str, base_dir: Path | None) -> Path:
+def _locate(path: str, base_dir: Path | None) -> tuple[Path | None, bool]:
+    """(the local path, whether it names a file) for a dataset path; (None, False) for a hub id.
+
+    An existing file is a file and an existing directory a dataset directory; a path that exists nowhere
+    is a file when it looks like one (a data-file suffix, or starts with /, ./, ../ or ~), else a hub id.
+    """
     resolved = Path(path).expanduser()
-    return Path(base_dir) / resolved if base_dir is not None and not resolved.is_absolute() else resolved
+    local = Path(base_dir) / resolved if base_dir is not None and not resolved.is_absolute() else resolved
+    if local.is_file():
+        return local, True
+    if local.is_dir():
+        return local, False
+    looks_local = path.startswith(("/", "./", "../", "~")) or resolved.suffix.lower() in FILE_SUFFIXES
+    if looks_local or not _HUB_ID.match(path):
+        return local, True
+    return None, False
+
+
+def _open(dataset, local: Path | None, is_file: bool):
+    """The reader for a dataset: a file reader, or a 🤗 datasets reader for a hub id / directory."""
+    if is_file:
+        return open_reader(local, str(local))
+    from .data_hub import open_hub_dataset
+
+    return open_hub_dataset(dataset.path, local, dataset)
 
 
 class _DrawOrder:
@@ -272,53 +309,3 @@ def _unify_columns(rows: list[dict]) -> None:
         base = {key: row[key] for key in BASE_COLUMNS}
         row.clear()
         row.update(base, **extras)
-
-
-# --------------------------------------------------------------------------------------------- fitting
-
-
-def _fit_rows(rows, count_tokens, limit, mode, report, is_eval) -> list[dict]:
-    kept = []
-    for row in rows:
-        if count_tokens(row["prompt"]) <= limit:
-            kept.append(row)
-            continue
-        entry = report.per_dataset.setdefault(_entry_key(row, is_eval, report), {"truncated": 0, "dropped_overlong": 0})
-        prompt = _truncate(row["prompt"], count_tokens, limit) if mode == "truncate" else None
-        if prompt is None:
-            entry["dropped_overlong"] = entry.get("dropped_overlong", 0) + 1
-            continue
-        entry["truncated"] = entry.get("truncated", 0) + 1
-        kept.append({**row, "prompt": prompt})
-    return kept
-
-
-def _entry_key(row: dict, is_eval: bool, report: DataReport) -> str:
-    """The report entry a row counts under (eval_path rows have their own)."""
-    if is_eval and report.eval_path_entry and row["source"].rsplit(":", 1)[0] == report.eval_path_entry[0]:
-        return report.eval_path_entry[1]
-    return row["dataset_name"]
-
-
-def _truncate(prompt: list[dict], count_tokens, limit: int) -> list[dict] | None:
-    """The prompt without the fewest whole early turns that makes it fit, or None when nothing does.
-
-    Candidates keep the leading system message(s) and start the rest at a later user message; fewer
-    messages never cost more tokens, so a binary search finds the longest one that fits.
-    """
-    head = 0
-    while head < len(prompt) and prompt[head]["role"] == "system":
-        head += 1
-    system, body = prompt[:head], prompt[head:]
-    starts = [i for i, message in enumerate(body) if message["role"] == "user" and i > 0]
-    fits = lambda j: count_tokens(system + body[starts[j]:]) <= limit  # noqa: E731
-    if not starts or not fits(len(starts) - 1):
-        return None
-    low, high = 0, len(starts) - 1
-    while low < high:
-        middle = (low + high) // 2
-        if fits(middle):
-            high = middle
-        else:
-            low = middle + 1
-    return system + body[starts[low]:]

@@ -1,18 +1,17 @@
-"""Reading rows out of dataset files, and turning one raw row into a checked conversation.
+"""Reading rows out of dataset files: a reader knows how many rows there are and reads only those asked for.
 
 File types (by extension): `.jsonl`/`.ndjson` (one JSON object a line), `.json` (an array of objects; a
-`.json` file that is really JSON Lines is read as such) and `.parquet`. A reader knows how many rows the
-file has and reads only the rows asked for:
+`.json` file that is really JSON Lines is read as such) and `.parquet`:
 
 - JSONL: the line offsets are indexed by scanning the file in 8 MB binary chunks for b"\\n" (numpy, a few
   threads), then each wanted line is read with one `os.pread` and parsed; nothing else is decoded. Empty
-  lines are not rows.
-- Parquet: only the row groups holding wanted rows are read (pyarrow, imported lazily), one at a time.
+  lines are not rows; a line nested too deeply for the JSON parser is a bad row.
+- Parquet: only the row groups holding wanted rows are read (pyarrow, imported lazily), each streamed in
+  batches so that a file written as one huge row group never sits in memory whole.
 - JSON arrays are loaded whole.
 
-Row shapes (detected per file from its first rows): ShareGPT (`conversations`: [{from, value}]), OpenAI
-(`messages`: [{role, content}]) and TRL prompt/completion (`prompt`: str or messages, `completion`: str or
-messages, optional). Roles: human/user -> user, gpt/assistant/model -> assistant, system -> system.
+A `path` that is no file (a hub id such as openai/gsm8k, or a dataset directory) goes to data_hub.py. How
+a row's fields become a prompt and an answer is data_columns.py's business.
 """
 
 from __future__ import annotations
@@ -20,41 +19,27 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-FORMAT_KEYS = {"sharegpt": "conversations", "messages": "messages", "prompt": "prompt"}
-ROLES = {
-    "human": "user", "user": "user",
-    "gpt": "assistant", "assistant": "assistant", "model": "assistant",
-    "system": "system",
-}
-RESERVED_COLUMNS = frozenset({"prompt", "answer", "dataset_name", "source", "completion", "conversations", "messages"})
-"""Columns the output rows define themselves; a raw row's own columns with these names are not copied."""
+from generation.errors import UserInputError
+
+from .data_columns import BadRow
+
+__all__ = ["BadRow", "DataError", "open_reader", "JsonlReader", "JsonArrayReader", "ParquetReader"]
 
 _CHUNK = 8 << 20
 _INDEX_THREADS = 4
-_DETECT_ROWS = 20
+_PARQUET_BATCH = 32_768
 
 
-class DataError(ValueError):
-    """Bad input that stops the run (missing file, unknown format, a bad row in strict mode), naming file:line."""
+class DataError(UserInputError, ValueError):
+    """Bad input that stops the run (missing file, unknown format, a bad row in strict mode), naming file:line.
 
-
-class BadRow(ValueError):
-    """One row that cannot be used; the message is the reason shown after 'file:line: '."""
-
-
-@dataclass
-class Conversation:
-    """A checked row: its messages, the positions an answer may be taken from, and its extra columns."""
-
-    messages: list[dict[str, str]]
-    targets: list[int]
-    extras: dict[str, Any] = field(default_factory=dict)
+    A UserInputError: the runner prints it in one line and exits with status 2.
+    """
 
 
 # ------------------------------------------------------------------------------------------ readers
@@ -82,6 +67,10 @@ class JsonlReader:
             os.close(fd)
         return [results[index] for index in indices]
 
+    def head(self, count: int) -> list[Any]:
+        """The first `count` rows (for layout detection)."""
+        return [row for _, row in self.read(range(min(count, len(self))))]
+
 
 class JsonArrayReader:
     """Rows of a JSON array file (loaded whole)."""
@@ -96,9 +85,12 @@ class JsonArrayReader:
         """(source 'path:#index', row or BadRow) for each index, in the order given."""
         return [(f"{self.label}:#{i}", _as_object(self.rows[i])) for i in indices]
 
+    def head(self, count: int) -> list[Any]:
+        return self.rows[:count]
+
 
 class ParquetReader:
-    """Rows of a Parquet file; only the row groups that hold wanted rows are read."""
+    """Rows of a Parquet file; only the row groups that hold wanted rows are read, in batches."""
 
     def __init__(self, path: Path, label: str):
         import pyarrow.parquet as pq
@@ -120,11 +112,23 @@ class ParquetReader:
         groups = np.searchsorted(self.group_starts, wanted, side="right") - 1
         results: dict[int, tuple[str, Any]] = {}
         for group in np.unique(groups):
-            members = wanted[groups == group]
-            table = self.file.read_row_group(int(group)).take(members - self.group_starts[group])
-            for index, row in zip(members.tolist(), table.to_pylist()):
-                results[index] = (f"{self.label}:#{index}", row)
+            members = np.sort(wanted[groups == group]) - self.group_starts[group]
+            offset = 0
+            for batch in self.file.iter_batches(batch_size=_PARQUET_BATCH, row_groups=[int(group)], use_threads=False):
+                low, high = np.searchsorted(members, [offset, offset + batch.num_rows])
+                if high > low:
+                    for local, row in zip(members[low:high].tolist(), batch.take(members[low:high] - offset).to_pylist()):
+                        index = int(local + self.group_starts[group])
+                        results[index] = (f"{self.label}:#{index}", row)
+                offset += batch.num_rows
+                if high == len(members):
+                    break
         return [results[int(i)] for i in wanted]
+
+    def head(self, count: int) -> list[Any]:
+        for batch in self.file.iter_batches(batch_size=max(1, count)):
+            return batch.to_pylist()
+        return []
 
 
 def open_reader(path: Path, label: str) -> JsonlReader | JsonArrayReader | ParquetReader:
@@ -145,6 +149,9 @@ def open_reader(path: Path, label: str) -> JsonlReader | JsonArrayReader | Parqu
             raise DataError(f"{label}:{error.lineno}: not valid JSON: {error.msg}") from None
         except UnicodeDecodeError as error:
             raise DataError(f"{label}: not UTF-8 text: {error}") from None
+        except RecursionError:
+            raise DataError(f"{label}: nested too deeply for the JSON parser (as JSON Lines, such rows would "
+                            "be skipped as bad rows)") from None
         if not isinstance(rows, list):
             raise DataError(f"{label}: expected a JSON array of rows, got a {type(rows).__name__}")
         return JsonArrayReader(path, label, rows)
@@ -196,119 +203,9 @@ def parse_json_line(raw: bytes) -> Any:
         if not raw.strip():
             return BadRow("blank line")
         return BadRow(f"broken JSON line: {getattr(error, 'msg', error)}")
+    except RecursionError:
+        return BadRow("nested too deeply for the JSON parser")
 
 
 def _as_object(row: Any) -> Any:
     return row if isinstance(row, dict) else BadRow(f"row is a JSON {type(row).__name__}, not an object")
-
-
-# --------------------------------------------------------------------------------------- row shapes
-
-
-def detect_format(reader, label: str) -> str:
-    """'sharegpt', 'messages' or 'prompt', from the keys of the file's first rows; DataError otherwise."""
-    if isinstance(reader, ParquetReader):
-        candidates = [{name: None for name in reader.file.schema_arrow.names}]
-    else:
-        candidates = [row for _, row in reader.read(range(min(_DETECT_ROWS, len(reader))))]
-    seen: set[str] = set()
-    for row in candidates:
-        if isinstance(row, dict):
-            seen.update(row)
-            for name, key in FORMAT_KEYS.items():
-                if key in row:
-                    return name
-    found = f"the first rows have the keys {sorted(seen)}" if seen else "no readable row among the first rows"
-    raise DataError(
-        f"{label}: unknown row format: {found}; expected 'conversations' (ShareGPT), 'messages' (OpenAI) "
-        "or 'prompt' (+ optional 'completion')"
-    )
-
-
-def to_conversation(row: dict, fmt: str) -> Conversation:
-    """Check one raw row of format `fmt` and return its Conversation; BadRow with the reason otherwise."""
-    extras = {
-        key: value for key, value in row.items()
-        if key not in RESERVED_COLUMNS and (value is None or isinstance(value, (str, int, float, bool)))
-    }
-    if fmt == "prompt":
-        return _prompt_completion(row, extras)
-    key = FORMAT_KEYS[fmt]
-    turns = row.get(key)
-    if turns is None:
-        raise BadRow(f"missing '{key}'")
-    if not isinstance(turns, list):
-        raise BadRow(f"'{key}' is a {type(turns).__name__}, not a list")
-    messages = _messages(turns)
-    targets, seen_user = [], False
-    for index, message in enumerate(messages):
-        seen_user = seen_user or message["role"] == "user"
-        if seen_user and message["role"] == "assistant":
-            targets.append(index)
-    if not targets:
-        has_assistant = any(message["role"] == "assistant" for message in messages)
-        raise BadRow("no assistant turn" + (" after a user turn" if has_assistant else ""))
-    return Conversation(messages, targets, extras)
-
-
-def _prompt_completion(row: dict, extras: dict) -> Conversation:
-    prompt = row.get("prompt")
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise BadRow("empty text in 'prompt'")
-        messages = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, list):
-        messages = _messages(prompt)
-        if not messages:
-            raise BadRow("'prompt' has no messages")
-    else:
-        raise BadRow("missing 'prompt'" if prompt is None else f"'prompt' is a {type(prompt).__name__}")
-    completion = row.get("completion")
-    if completion is None:
-        answer = row.get("answer") if isinstance(row.get("answer"), str) else ""
-    elif isinstance(completion, str):
-        answer = completion
-    elif isinstance(completion, list):
-        said = [m["content"] for m in _messages(completion) if m["role"] == "assistant"]
-        if not said:
-            raise BadRow("'completion' has no assistant message")
-        answer = said[0]
-    else:
-        raise BadRow(f"'completion' is a {type(completion).__name__}")
-    messages.append({"role": "assistant", "content": answer})
-    return Conversation(messages, [len(messages) - 1], extras)
-
-
-def _messages(turns: list) -> list[dict[str, str]]:
-    """Normalized {role, content} messages; empty system messages are left out."""
-    messages = []
-    for number, turn in enumerate(turns, start=1):
-        if not isinstance(turn, dict):
-            raise BadRow(f"message {number} is a {type(turn).__name__}, not an object")
-        raw_role = turn.get("from")
-        if raw_role is None:  # Parquet structs carry every key, some null
-            raw_role = turn.get("role")
-        role = ROLES.get(raw_role) or ROLES.get(raw_role.lower()) if isinstance(raw_role, str) else None
-        if role is None:
-            raise BadRow(f"unknown role {raw_role!r} in message {number}")
-        content = turn.get("value")
-        text = _text(turn.get("content") if content is None else content)
-        if text is None:
-            raise BadRow(f"message {number} ({role}) has no text")
-        if not text.strip():
-            if role == "system":
-                continue
-            raise BadRow(f"empty text in message {number} ({role})")
-        messages.append({"role": role, "content": text})
-    return messages
-
-
-def _text(content: Any) -> str | None:
-    """A message's text: a string, or the text parts of an OpenAI content list joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(str(p.get("text", "")) for p in content)
-    return None
-
-

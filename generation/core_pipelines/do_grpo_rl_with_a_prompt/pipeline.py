@@ -18,7 +18,8 @@ from generation.errors import UserInputError
 from .backends import load_model, select_backend
 from .backends.unsloth_backend import unsloth_source_problem
 from .config import GRPOPipelineConfig, load_config, redact_secrets
-from .data import SampledData, fit_prompts_to_length, sample_datasets
+from .data import PromptTokens, SampledData, fit_prompts_to_length, sample_datasets
+from .data_plan import describe_data
 from .lifecycle import prepare_run_directory
 from .rewarding import CombinedReward, RewardPlan, resolve_rewards
 from .run_files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
@@ -82,9 +83,9 @@ def run_grpo_pipeline(
     # 6. Prompts that are too long for max_prompt_length lose early turns (or are dropped).
     data = fit_prompts_to_length(
         data,
-        prompt_token_counter(loaded.tokenizer),
+        PromptTokens.from_tokenizer(loaded.tokenizer),
         config.training_parameters.max_prompt_length,
-        config.dataset_settings.overlong_prompts,
+        config.dataset_settings.effective_truncation,
     )
     print(data.report.summary())
     if not data.train_rows:
@@ -215,7 +216,7 @@ def describe_plan(config: GRPOPipelineConfig, data: SampledData, plan: RewardPla
         f"model: {config.model.base_model_name} (backend {config.model.backend}, LoRA r={config.model.lora_rank} "
         f"alpha={config.model.lora_alpha})",
         "data:",
-        data.report.summary(),
+        describe_data(config, data, plan),
         f"rewards (combination '{config.reward.combination_function}', scaling '{config.reward.scaling_function}', "
         f"TRL scale_rewards '{effective_scale_rewards(config)}'):",
         plan.describe(),
