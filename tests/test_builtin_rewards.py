@@ -519,6 +519,12 @@ class TestRepetitionPenalty:
         texts = ["the cat sat on the mat", "go go go go go", "a b a b a", "one", ""]
         assert call(reward, texts) == [1.0, 0.25, 0.5, 1.0, 1.0]
 
+    def test_unspaced_scripts(self):
+        """Issue 12, class 6: Chinese and Japanese have no spaces; each character counts as a word."""
+        reward = repetition.repetition_penalty(ngram_size=2)
+        assert call(reward, ["我喜欢猫。", "好好好好好", "猫が好きです猫が好きです"]) == [1.0, 0.25, pytest.approx(1 - 5 / 11)]
+        assert repetition.words("I said 你好 twice") == ["i", "said", "你", "好", "twice"]
+
     def test_case_insensitive_and_max_penalty(self):
         reward = repetition.repetition_penalty(ngram_size=1, max_penalty=0.5)
         assert call(reward, ["Yes yes YES yes"]) == [1.0 - 0.5 * 0.75]
