@@ -162,13 +162,15 @@ def to_conversation(row: Any, layout: Layout) -> Conversation:
     """Check one raw row and return its Conversation; BadRow with the reason otherwise."""
     if not isinstance(row, dict):
         raise BadRow(f"row is a JSON {type(row).__name__}, not an object")
+    consumed = layout.consumed()
     if layout.conversation_key:
         conversation = _turns(row, layout.conversation_key)
     else:
-        conversation = _columns(row, layout)
+        conversation, answer_path = _columns(row, layout)
+        consumed -= set(layout.answer) - {answer_path}  # an answer candidate not used stays a column
     for message in conversation.messages:
         check_unicode(message["content"], f"{message['role']} text")
-    conversation.extras = extra_columns(row, layout.consumed())
+    conversation.extras = extra_columns(row, consumed)
     return conversation
 
 
@@ -244,7 +246,7 @@ def _turns(row: dict, key: str) -> Conversation:
     return Conversation(messages, targets)
 
 
-def _columns(row: dict, layout: Layout) -> Conversation:
+def _columns(row: dict, layout: Layout) -> tuple[Conversation, Optional[str]]:
     if layout.template:
         messages = [{"role": "user", "content": render_template(layout.template, row)}]
     else:
@@ -258,9 +260,9 @@ def _columns(row: dict, layout: Layout) -> Conversation:
                 messages[0] = {"role": "system", "content": f"{system}\n\n{messages[0]['content']}"}
             else:
                 messages.insert(0, {"role": "system", "content": system})
-    answer = _answer(row, layout)
+    answer, answer_path = _answer(row, layout)
     messages.append({"role": "assistant", "content": answer})
-    return Conversation(messages, [len(messages) - 1])
+    return Conversation(messages, [len(messages) - 1]), answer_path
 
 
 def _prompt_messages(row: dict, paths: tuple[str, ...]) -> list[dict[str, str]]:
@@ -288,7 +290,8 @@ def _prompt_messages(row: dict, paths: tuple[str, ...]) -> list[dict[str, str]]:
     return [{"role": "user", "content": "\n\n".join(texts)}]
 
 
-def _answer(row: dict, layout: Layout) -> str:
+def _answer(row: dict, layout: Layout) -> tuple[str, Optional[str]]:
+    """The reference answer and the field it came from (None: no answer)."""
     for path in layout.answer:
         value = get_path(row, path)
         if is_missing(value) or value is None:
@@ -297,13 +300,13 @@ def _answer(row: dict, layout: Layout) -> str:
             said = [m["content"] for m in messages_from(value) if m["role"] == "assistant"]
             if not said:
                 raise BadRow(f"'{path}' has no assistant message")
-            return said[0]
+            return said[0], path
         if isinstance(value, (str, int, float, bool)):
-            return str(value)
+            return str(value), path
         raise BadRow(f"'{path}' is a {type(value).__name__}")
     if layout.answer_required and layout.answer:
         raise BadRow(f"missing '{layout.answer[0]}'")
-    return ""
+    return "", None
 
 
 def messages_from(turns: list) -> list[dict[str, str]]:
