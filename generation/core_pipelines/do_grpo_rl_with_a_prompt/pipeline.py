@@ -17,9 +17,10 @@ from generation.errors import UserInputError
 
 from .backends import load_model, select_backend
 from .backends.unsloth_backend import unsloth_source_problem
-from .config import GRPOPipelineConfig, load_config, redact_secrets
+from .config import GRPOPipelineConfig, load_config, naming_the_file, redact_secrets
 from .data import PromptTokens, SampledData, fit_prompts_to_length, sample_datasets
 from .data_plan import describe_data
+from .grpo_args import build_grpo_config
 from .lifecycle import prepare_run_directory
 from .rewarding import CombinedReward, RewardPlan, resolve_rewards
 from .run_files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
@@ -59,20 +60,24 @@ def run_grpo_pipeline(
     config = load_config(config_path, overrides)
     seed = config.training_parameters.seed
     random.seed(seed)
-    backend = select_backend(config.model.backend, source_problem=unsloth_source_problem(config))
+    with naming_the_file(config_path):
+        backend = select_backend(config.model.backend, source_problem=unsloth_source_problem(config))
 
     # 2. Data: sampled first (cheap), so a bad file fails fast.
     data = sample_datasets(config.datasets, config.dataset_settings, seed=seed, base_dir=base_dir)
 
-    # 3. Rewards: every name resolved, every initializer run once, before the model loads.
-    plan = resolve_rewards(config)
+    # 3. Rewards: every name resolved, every initializer run once, before the model loads. Then TRL's
+    #    GRPOConfig is built from ours (this imports TRL), so a value TRL refuses fails here, not after loading.
+    paths = RunPaths(base_dir / config.training_parameters.output_dir)
+    with naming_the_file(config_path):
+        plan = resolve_rewards(config)
+        build_grpo_config(config, paths, has_eval=bool(data.eval_rows), source=str(config_path))
     print(describe_plan(config, data, plan))
     if dry_run:
-        print("dry run: config, data and rewards are valid; no model was loaded.")
+        print("dry run: config, data, rewards and TRL's GRPOConfig are valid; no model was loaded.")
         return RunOutcome(paths=None)
 
     # 4. Run directory: resumed when it holds checkpoints of the same run (checked before the model loads).
-    paths = RunPaths(base_dir / config.training_parameters.output_dir)
     config_snapshot = redact_secrets(config.model_dump(mode="json", exclude_none=True))
     resume_from = prepare_run_directory(paths, config_snapshot, fresh)
 
@@ -114,12 +119,7 @@ def run_grpo_pipeline(
 
 def prompt_token_counter(tokenizer: Any) -> Any:
     """messages -> number of prompt tokens after the chat template (generation prompt included)."""
-
-    def count(messages: list[dict]) -> int:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
-        return len(ids)
-
-    return count
+    return PromptTokens.from_tokenizer(tokenizer).count
 
 
 def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, paths: RunPaths) -> tuple[Any, list]:
