@@ -16,17 +16,32 @@ NAN = float("nan")
 class TestRegistries:
     def test_names(self):
         assert pp.COMBINATION_FUNCTIONS.names() == ["mean", "min", "sum", "weighted_mean", "weighted_sum"]
-        assert pp.SCALING_FUNCTIONS.names() == ["clip", "group_standardize", "identity", "rank"]
+        assert pp.SCALING_FUNCTIONS.names() == [
+            "clip", "group_standardize", "grpo", "grpo_passk", "identity", "rank", "reinforce_plus_plus",
+            "reinforce_plus_plus_baseline", "rloo",
+        ]
 
     def test_unknown_names_list_valid_ones(self):
         with pytest.raises(UnknownNameError, match="did you mean 'mean'.*known: mean, min, sum"):
             pp.get_combination_function("maen")
-        with pytest.raises(UnknownNameError, match="known: clip, group_standardize, identity, rank"):
+        with pytest.raises(UnknownNameError, match="known: clip, group_standardize, grpo, grpo_passk, identity"):
             pp.get_scaling_function("none")
 
     def test_normalizes_groups_flags(self):
         flags = {name: pp.get_scaling_function(name).normalizes_groups for name in pp.SCALING_FUNCTIONS.names()}
-        assert flags == {"clip": False, "group_standardize": True, "identity": False, "rank": True}
+        assert flags == {"clip": False, "group_standardize": True, "grpo": True, "grpo_passk": True,
+                         "identity": False, "rank": True, "reinforce_plus_plus": False,
+                         "reinforce_plus_plus_baseline": True, "rloo": True}
+
+    def test_each_scaler_declares_the_scale_rewards_it_needs(self):
+        needs = {name: pp.required_scale_rewards(name) for name in pp.SCALING_FUNCTIONS.names()}
+        assert needs == {"clip": None, "group_standardize": "none", "grpo": "none", "grpo_passk": "none",
+                         "identity": None, "rank": "none", "reinforce_plus_plus": "batch",
+                         "reinforce_plus_plus_baseline": "none", "rloo": "none"}
+
+    def test_a_group_normaliser_cannot_ask_for_batch_scaling(self):
+        with pytest.raises(ValueError, match="must be 'none'"):
+            pp.register_scaling_function("_test_bad", normalizes_groups=True, trl_scale_rewards="batch")
 
     def test_register_custom(self, monkeypatch):
         # work on copies so that the test names do not stay in the real registries

@@ -35,8 +35,14 @@ class Section(BaseModel):
 
 # --------------------------------------------------------------------------------------------- training
 
-RENAMED_TRAINING_KEYS = {"warmup_ratio": "warmup_steps"}
-"""Older names -> current names (transformers 5 takes a warmup ratio as a float warmup_steps < 1)."""
+RENAMED_TRAINING_KEYS = {"warmup_ratio": "warmup_steps", "entropy_coeff": "entropy_coef", "kl_loss_coef": "beta"}
+"""Older or verl names -> current TRL names (transformers 5 takes a warmup ratio as a float warmup_steps < 1)."""
+
+KL_LOSS_TYPES = {"low_var_kl": False, "k3": False, "low_var_kl+": True, "k3+": True}
+"""verl's kl_loss_type values TRL can compute -> the use_bias_correction_kl that gives verl's gradient.
+
+TRL's KL is k3 (verl's low_var_kl). With use_bias_correction_kl the k3 term is multiplied by the (value 1,
+differentiable) importance ratio, whose gradient equals that of k2: verl's straight-through 'k3+'."""
 
 
 class TrainingParameters(Section):
@@ -77,6 +83,29 @@ class TrainingParameters(Section):
     sample_every: Optional[int] = Field(
         None, description="Print a few prompt / completion / reward samples every this many steps (default: 5 times a run)."
     )
+    kl_loss_type: Optional[str] = Field(
+        None, description="verl's KL estimator name, mapped onto TRL's (TRL computes the k3 estimator, weighted by "
+        "beta): 'low_var_kl' / 'k3' = k3 as verl (use_bias_correction_kl false); 'low_var_kl+' / 'k3+' = k3 with "
+        "the unbiased gradient (TRL's default, use_bias_correction_kl true). null: TRL's default."
+    )
+
+    @field_validator("kl_loss_type")
+    @classmethod
+    def _kl_estimators_trl_has(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in KL_LOSS_TYPES:
+            raise ValueError(
+                f"'{value}' is not a KL estimator TRL computes: TRL's KL is the k3 estimator, so the supported "
+                f"values are {', '.join(KL_LOSS_TYPES)} (verl's kl / k1, abs, mse / k2 and full have no TRL counterpart)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _kl_loss_type_agrees_with_bias_correction(self) -> "TrainingParameters":
+        explicit = (self.model_extra or {}).get("use_bias_correction_kl")
+        if self.kl_loss_type is not None and explicit is not None and bool(explicit) != KL_LOSS_TYPES[self.kl_loss_type]:
+            raise ValueError(f"kl_loss_type '{self.kl_loss_type}' means use_bias_correction_kl "
+                             f"{str(KL_LOSS_TYPES[self.kl_loss_type]).lower()}: remove one of the two")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -105,7 +134,7 @@ class TrainingParameters(Section):
         return self
 
 
-NODE_ONLY_TRAINING_KEYS = ("max_prompt_length", "chat_template", "model_stop_sequences", "sample_every")
+NODE_ONLY_TRAINING_KEYS = ("max_prompt_length", "chat_template", "model_stop_sequences", "sample_every", "kl_loss_type")
 """training_parameters keys the node handles itself and never passes to GRPOConfig."""
 
 

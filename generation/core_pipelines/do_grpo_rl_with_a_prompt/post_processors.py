@@ -16,10 +16,19 @@ From reward functions to the GRPO update, in order:
    scale_rewards "batch") unless scale_rewards is "none". A None reward reaches TRL as NaN: it is left out
    of the group mean and std and its advantage is 0 (the completion teaches nothing).
 
-Double scaling: scalers marked `normalizes_groups` (group_standardize, rank) already normalize within each
-group, so TRL's scale_rewards must be "none" with them. The pipeline sets it to "none" when the config does
-not say; a config that asks for "group" or "batch" together with such a scaler is an error
-(training.effective_scale_rewards applies this rule). With the other scalers TRL's setting is used as given.
+Double scaling: scalers marked `normalizes_groups` (group_standardize, rank, and the advantage estimators
+grpo, rloo, reinforce_plus_plus_baseline, grpo_passk) already normalize within each group, so TRL's
+scale_rewards must be "none" with them; reinforce_plus_plus needs "batch". Each scaler declares the setting
+it needs (`trl_scale_rewards`); the pipeline sets it when the config does not say, and a config that asks for
+another value is an error (training.effective_scale_rewards applies this rule). With the other scalers TRL's
+setting is used as given.
+
+Advantage estimators (verl's `algorithm.adv_estimator`, verl/trainer/ppo/core_algos.py): TRL always
+subtracts each group's mean from what it receives, so an estimator passes TRL values whose group-centred
+form is the estimator's advantage. grpo, rloo and reinforce_plus_plus_baseline come out exactly;
+reinforce_plus_plus and grpo_passk as closely as group-centring allows (their docstrings say how).
+remax is not offered: its baseline is the reward of one extra greedy completion per prompt, which only the
+trainer's generation step could produce (a reward function gets no model), so it needs a trainer subclass.
 """
 
 from __future__ import annotations
@@ -46,9 +55,10 @@ How rewards become the training signal:
   3. reward.scaling_function rescales the batch, group by group (None stays None);
   4. TRL computes advantages: reward - mean of the prompt's group, divided by the group's std unless
      scale_rewards is "none". A None reward gets advantage 0.
-TRL's reward_weights are not used: weights live in reward_funcs. group_standardize and rank already
-normalize each group, so with them TRL's scale_rewards is set to "none"; asking for "group" or "batch"
-together with them is an error."""
+TRL's reward_weights are not used: weights live in reward_funcs. group_standardize, rank and the advantage
+estimators (grpo, rloo, reinforce_plus_plus_baseline, grpo_passk) already normalize each group, so with them
+TRL's scale_rewards is set to "none" (reinforce_plus_plus: "batch"); asking for another value together with
+them is an error."""
 
 
 def describe_interplay() -> str:
@@ -62,19 +72,29 @@ def register_combination_function(name: str) -> Callable[[CombinationFunction], 
 
 
 def register_scaling_function(
-    name: str, normalizes_groups: bool = False
+    name: str, normalizes_groups: bool = False, trl_scale_rewards: Optional[str] = None
 ) -> Callable[[ScalingFunction], ScalingFunction]:
     """Decorator: file `fn(rewards, group_ids, **kwargs) -> rewards` under `name` (reward.scaling_function).
 
     normalizes_groups: True when the function already centres/normalizes each group, so that TRL's own
     std scaling must be off (scale_rewards "none"); stored as the function's `normalizes_groups` attribute.
+    trl_scale_rewards: the TRL scale_rewards the function needs ("none" when normalizes_groups, else None:
+    the user's choice); stored as `trl_scale_rewards`.
     """
+    if normalizes_groups and trl_scale_rewards not in (None, "none"):
+        raise ValueError(f"scaling function '{name}' normalizes groups, so TRL's scale_rewards must be 'none'")
 
     def decorator(fn: ScalingFunction) -> ScalingFunction:
         fn.normalizes_groups = normalizes_groups  # type: ignore[attr-defined]
+        fn.trl_scale_rewards = "none" if normalizes_groups else trl_scale_rewards  # type: ignore[attr-defined]
         return SCALING_FUNCTIONS.register(name)(fn)
 
     return decorator
+
+
+def required_scale_rewards(name: str) -> Optional[str]:
+    """The TRL scale_rewards that scaling function `name` needs, or None when any value works."""
+    return getattr(get_scaling_function(name), "trl_scale_rewards", None)
 
 
 def get_combination_function(name: str) -> CombinationFunction:
@@ -184,12 +204,18 @@ def identity(rewards: Sequence[Score], group_ids: Sequence[Hashable]) -> list[Sc
     return _clean(rewards)
 
 
+@register_scaling_function("grpo", normalizes_groups=True)
 @register_scaling_function("group_standardize", normalizes_groups=True)
 def group_standardize(rewards: Sequence[Score], group_ids: Sequence[Hashable], eps: float = 1e-4) -> list[Score]:
     """(reward - group mean) / (group std + eps), over each group's present rewards.
 
     The std is the sample std (n - 1), as TRL's; a group with one present reward, or all equal, gives 0.0.
     eps (default 1e-4, TRL's) keeps the division finite.
+
+    Also registered as `grpo`: verl's compute_grpo_outcome_advantage (core_algos.py, adv_estimator "grpo"),
+    whose eps is 1e-6 (pass scaling_kwargs {eps: 1.0e-6} for the same numbers) and which keeps a lone
+    completion's raw reward where this gives 0. verl's norm_adv_by_std_in_grpo false (Dr. GRPO) is
+    scaling_function identity with TRL's scale_rewards "none".
 
     >>> group_standardize([0.0, 1.0, 2.0, None, 5.0], ["a", "a", "a", "a", "b"], eps=0.0)
     [-1.0, 0.0, 1.0, None, 0.0]
@@ -253,3 +279,112 @@ def clip(
             value = max(value, low) if low is not None else value
             scaled[i] = min(value, high) if high is not None else value
     return scaled
+
+
+# ------------------------------------------------------------------------------- advantage estimators
+
+
+@register_scaling_function("rloo", normalizes_groups=True)
+def rloo(rewards: Sequence[Score], group_ids: Sequence[Hashable]) -> list[Score]:
+    """REINFORCE leave-one-out: each reward minus the mean of the *other* rewards of its group.
+
+    verl's compute_rloo_outcome_advantage (verl/trainer/ppo/core_algos.py, adv_estimator "rloo",
+    https://arxiv.org/abs/2402.14740): r_i * n / (n - 1) - mean * n / (n - 1) = r_i - mean of the others.
+    The values already have group mean 0, so TRL's centring keeps them (scale_rewards "none"). A group with
+    one present reward gives 0.0 (verl keeps the raw reward; TRL would centre it to 0 anyway).
+
+    >>> rloo([1.0, 0.0, 0.0, None, 3.0], ["a", "a", "a", "a", "b"])
+    [1.0, -0.5, -0.5, None, 0.0]
+    """
+    scaled = _clean(rewards)
+    for indices in _groups(rewards, group_ids).values():
+        n = len(indices)
+        centre = sum(scaled[i] for i in indices) / n
+        for i in indices:
+            scaled[i] = (scaled[i] - centre) * n / (n - 1) if n > 1 else 0.0
+    return scaled
+
+
+@register_scaling_function("reinforce_plus_plus_baseline", normalizes_groups=True)
+def reinforce_plus_plus_baseline(rewards: Sequence[Score], group_ids: Sequence[Hashable]) -> list[Score]:
+    """REINFORCE++ with a group baseline: reward minus its group's mean, then whitened over the whole batch.
+
+    verl's compute_reinforce_plus_plus_baseline_outcome_advantage (core_algos.py, adv_estimator
+    "reinforce_plus_plus_baseline", https://arxiv.org/abs/2501.03262): centred = r - group mean, then
+    masked_whiten: (centred - batch mean) / sqrt(batch variance (n - 1) + 1e-8). verl's batch statistics
+    weight each completion by its token count; here each completion counts once. Fewer than two present
+    rewards give 0.0.
+
+    >>> [round(a, 4) for a in reinforce_plus_plus_baseline([0.0, 2.0, 1.0, 1.0], ["a", "a", "b", "b"])]
+    [-1.2247, 1.2247, 0.0, 0.0]
+    """
+    centred = _clean(rewards)
+    for indices in _groups(rewards, group_ids).values():
+        centre = sum(centred[i] for i in indices) / len(indices)
+        for i in indices:
+            centred[i] -= centre
+    return _whiten(centred)
+
+
+@register_scaling_function("reinforce_plus_plus", trl_scale_rewards="batch")
+def reinforce_plus_plus(rewards: Sequence[Score], group_ids: Sequence[Hashable]) -> list[Score]:
+    """REINFORCE++ (batch-normalised advantages): the rewards unchanged, with TRL's scale_rewards "batch".
+
+    verl's compute_reinforce_plus_plus_outcome_advantage (core_algos.py, adv_estimator "reinforce_plus_plus",
+    https://arxiv.org/abs/2501.03262) whitens the returns over the batch: (r - batch mean) / batch std, with
+    the batch mean as the only baseline. TRL always centres each prompt group, so the advantage trained on is
+    (r - group mean) / (batch std + 1e-4): verl's batch normalisation with a group baseline in place of the
+    batch one (the batch baseline alone cannot be had without a trainer subclass). TRL's "batch" does the
+    division over the rewards of every process, so the rewards pass here unchanged.
+
+    >>> reinforce_plus_plus([0.0, 2.0, None], [0, 0, 0])
+    [0.0, 2.0, None]
+    """
+    _groups(rewards, group_ids)  # checks the lengths
+    return _clean(rewards)
+
+
+@register_scaling_function("grpo_passk", normalizes_groups=True)
+def grpo_passk(
+    rewards: Sequence[Score], group_ids: Sequence[Hashable], norm_by_std: bool = True, eps: float = 1e-6
+) -> list[Score]:
+    """Pass@k advantage: only each group's best completion is pushed, by (best - second best) [/ group std].
+
+    verl's compute_grpo_passk_outcome_advantage (core_algos.py, adv_estimator "grpo_passk",
+    https://arxiv.org/abs/2503.19595): the best gets a = r_max - r_second (divided by the group's sample std
+    + eps unless norm_by_std is false), every other completion 0. TRL subtracts each group's mean from what
+    it receives, and a vector whose group sum is not 0 cannot pass through that unchanged, so the best gets
+    a * n / (n - 1) here: after TRL's centring it trains with exactly verl's a, and the other n - 1 share
+    -a / (n - 1) each (a small push away from every non-best answer). Groups of fewer than two present
+    rewards give 0.0; ties for the best give 0.0 to everyone.
+
+    >>> grpo_passk([1.0, 0.0, 0.0, 0.0], ["a"] * 4, norm_by_std=False)
+    [1.3333333333333333, 0.0, 0.0, 0.0]
+    """
+    scaled = _clean(rewards)
+    for indices in _groups(rewards, group_ids).values():
+        for i in indices:
+            scaled[i] = 0.0
+        n = len(indices)
+        if n < 2:
+            continue
+        ordered = sorted(indices, key=lambda i: -float(rewards[i]))
+        best, second = float(rewards[ordered[0]]), float(rewards[ordered[1]])
+        advantage = best - second
+        if norm_by_std:
+            centre = sum(float(rewards[i]) for i in indices) / n
+            std = math.sqrt(sum((float(rewards[i]) - centre) ** 2 for i in indices) / (n - 1))
+            advantage /= std + eps
+        scaled[ordered[0]] = advantage * n / (n - 1)
+    return scaled
+
+
+def _whiten(values: list[Score]) -> list[Score]:
+    """verl's masked_whiten over the present values: (v - mean) / sqrt(sample variance + 1e-8)."""
+    present = [v for v in values if v is not None]
+    if len(present) < 2:
+        return [None if v is None else 0.0 for v in values]
+    centre = sum(present) / len(present)
+    variance = sum((v - centre) ** 2 for v in present) / (len(present) - 1)
+    scale = 1.0 / math.sqrt(variance + 1e-8)
+    return [None if v is None else (v - centre) * scale for v in values]

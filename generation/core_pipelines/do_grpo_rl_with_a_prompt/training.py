@@ -10,11 +10,13 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .config import NODE_ONLY_TRAINING_KEYS, ConfigError, GRPOPipelineConfig
-from .post_processors import get_scaling_function
+from .config import KL_LOSS_TYPES, NODE_ONLY_TRAINING_KEYS, ConfigError, GRPOPipelineConfig
+from .post_processors import required_scale_rewards
 from .backends.generation import stop_generation_kwargs
-from .callbacks import make_progress_reward_callback
-from .lifecycle import make_lifecycle_callback, staging_dir
+from .advantage_metrics import with_advantage_metrics
+from .console import install_compact_console
+from .distributed import barrier
+from .lifecycle import generation_round_steps, make_lifecycle_callback, staging_dir
 from .run_files import RunPaths
 from .run_stop import RunStopError
 
@@ -33,21 +35,31 @@ class TrainResult:
 
 
 def effective_scale_rewards(config: GRPOPipelineConfig) -> str:
-    """TRL's scale_rewards for this run: 'none' when our scaling function already normalises per group.
+    """TRL's scale_rewards for this run: what the scaling function needs ('none' for the group normalisers,
+    'batch' for reinforce_plus_plus), else the config's value (default 'group').
 
-    An explicit, conflicting training_parameters.scale_rewards is an error (no double scaling).
+    An explicit, conflicting training_parameters.scale_rewards is an error (no double scaling), and so is
+    multi_objective_aggregation 'normalize_then_sum' (it ignores scale_rewards) with such a scaling function.
     """
-    normalizes = getattr(get_scaling_function(config.reward.scaling_function), "normalizes_groups", False)
-    explicit = (config.training_parameters.model_extra or {}).get("scale_rewards")
+    name = config.reward.scaling_function
+    required = required_scale_rewards(name)
+    extra = config.training_parameters.model_extra or {}
+    explicit = extra.get("scale_rewards")
     explicit = {True: "group", False: "none"}.get(explicit, explicit)
-    if normalizes:
-        if explicit not in (None, "none"):
-            raise ConfigError(
-                f"reward.scaling_function '{config.reward.scaling_function}' already normalises each prompt group; "
-                f"training_parameters.scale_rewards '{explicit}' would scale twice: remove it or set it to 'none'"
-            )
-        return "none"
-    return explicit or "group"
+    if required is None:
+        return explicit or "group"
+    what = "already normalises each prompt group" if required == "none" else f"needs TRL's scale_rewards '{required}'"
+    if explicit not in (None, required):
+        raise ConfigError(
+            f"reward.scaling_function '{name}' {what}; training_parameters.scale_rewards '{explicit}' would scale "
+            f"{'twice' if required == 'none' else 'differently'}: remove it or set it to '{required}'"
+        )
+    if extra.get("multi_objective_aggregation") == "normalize_then_sum" and required != "none":
+        raise ConfigError(
+            f"training_parameters.multi_objective_aggregation 'normalize_then_sum' ignores scale_rewards, which "
+            f"reward.scaling_function '{name}' needs: keep the default 'sum_then_normalize'"
+        )
+    return required
 
 
 def grpo_config_kwargs(
@@ -71,6 +83,14 @@ def grpo_config_kwargs(
     params.pop("output_dir")
     params["output_dir"] = str(staging_dir(paths))  # lifecycle moves each finished checkpoint into place
     params["scale_rewards"] = effective_scale_rewards(config)
+    kl_loss_type = config.training_parameters.kl_loss_type
+    if kl_loss_type is not None:  # TRL's KL is k3; verl's estimator name says which k3 gradient (config.KL_LOSS_TYPES)
+        params.setdefault("use_bias_correction_kl", KL_LOSS_TYPES[kl_loss_type])
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if params.get(old) is not None:  # transformers 5 names; the old ones are deprecated aliases
+            params.setdefault(new, params.pop(old))
+    params.setdefault("activation_checkpointing", True)  # TRL's default, under its current name
     params.setdefault("save_strategy", "steps")
     params.setdefault("logging_first_step", True)
     params.setdefault("disable_tqdm", False)
@@ -109,16 +129,18 @@ def train(
 ) -> TrainResult:
     """Run GRPO and save the final adapter (+ tokenizer and chat template) under paths.final_adapter."""
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
+
+    from .grpo_args import build_grpo_config
 
     tokenizer = loaded.tokenizer
     model_dtype = str(loaded.model.dtype).removeprefix("torch.")
-    args = GRPOConfig(**grpo_config_kwargs(
-        config, paths, bool(eval_rows), tokenizer.eos_token_id, model_dtype, loaded.grpo_kwargs
-    ))
+    args = build_grpo_config(config, paths, bool(eval_rows), eos_token_id=tokenizer.eos_token_id,
+                             model_dtype=model_dtype, engine_kwargs=loaded.grpo_kwargs)
+    aggregation = (config.training_parameters.model_extra or {}).get("multi_objective_aggregation", "sum_then_normalize")
     trainer = GRPOTrainer(
         model=loaded.model,
-        reward_funcs=[reward_function],
+        reward_funcs=[with_advantage_metrics(reward_function, args.scale_rewards, aggregation)],
         args=args,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
@@ -128,13 +150,10 @@ def train(
     lifecycle = make_lifecycle_callback(
         paths, config.training_parameters.save_total_limit, args.metric_for_best_model if eval_rows else None,
         args.greater_is_better if args.greater_is_better is not None else True,
+        round_steps=generation_round_steps(config),
     )
     trainer.add_callback(lifecycle)
-    from transformers.trainer_callback import ProgressCallback
-
-    for callback in trainer.callback_handler.callbacks:
-        if isinstance(callback, ProgressCallback):
-            trainer.add_callback(make_progress_reward_callback(callback))
+    install_compact_console(trainer)  # one line per logging step; the full dict goes to metrics.jsonl
     reward_function.mode_probe = lambda: "train" if trainer.model.training else "eval"
     started = time.monotonic()
     stopped_early = None
@@ -150,11 +169,22 @@ def train(
     result = TrainResult(trainer.state.global_step, time.monotonic() - started, stopped_early,
                          interrupted=bool(lifecycle.stop_requested), stop_signal=lifecycle.stop_requested)
     if not result.interrupted and not stopped_early:
-        save_adapter(trainer.model, tokenizer, paths.final_adapter)
+        save_final_model(trainer, paths.final_adapter)
     return result
 
 
+def save_final_model(trainer: Any, directory: Any) -> None:
+    """Save the adapter (or, with apply_lora false, the whole model) with the tokenizer and its chat template.
+
+    trainer.save_model writes once (on the main process) and gathers sharded weights (DeepSpeed ZeRO-3,
+    FSDP) from every rank, so every rank calls it; the others wait until the files are complete.
+    """
+    trainer.save_model(str(directory))
+    barrier()
+
+
 def save_adapter(model: Any, tokenizer: Any, directory: Any) -> None:
-    """Save the LoRA adapter with the tokenizer and its chat template, so merge/inference need nothing else."""
+    """Save the LoRA adapter (the whole model when model.apply_lora is false) with the tokenizer and its chat
+    template, so merge/inference need nothing else."""
     model.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
