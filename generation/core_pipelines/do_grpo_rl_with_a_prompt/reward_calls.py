@@ -95,6 +95,9 @@ class RewardCaller:
         self.notify(f"reward '{reward.label}' (dataset '{dataset}') still running after {after:g} s{limit_text}")
 
 
+_IMMUTABLE = frozenset((str, int, float, bool, type(None)))
+
+
 def private_copy(value: Any) -> Any:
     """A copy of the plain data (lists, dicts, tuples) in `value`; anything else (trainer state, callables,
     environments, strings, numbers) is passed through as it is.
@@ -104,6 +107,8 @@ def private_copy(value: Any) -> Any:
     True
     """
     if isinstance(value, list):
+        if _IMMUTABLE.issuperset(map(type, value)):  # token ids, texts: a flat copy is a full one (and fast)
+            return value.copy()
         return [private_copy(item) for item in value]
     if isinstance(value, dict):
         return {key: private_copy(item) for key, item in value.items()}
