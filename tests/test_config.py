@@ -34,8 +34,13 @@ def test_minimal_config_gets_defaults():
     assert config.model.backend == "auto"
 
 
-def test_seed_config_validates_unchanged():
-    config = load_config(SEED_CONFIG)
+def test_seed_config_validates_once_its_batch_holds_a_prompt_group():
+    # The seed trains 1 completion per step with num_generations 6 (Unsloth silently raised the batch to 6);
+    # TRL refuses that, so it is an error here, named before anything loads.
+    with pytest.raises(ConfigError, match=r"training_parameters.per_device_train_batch_size: .* multiple of "
+                                          r"num_generations 6.*e.g. per_device_train_batch_size 6"):
+        load_config(SEED_CONFIG)
+    config = load_config(SEED_CONFIG, ["training_parameters.per_device_train_batch_size=6"])
     assert config.training_parameters.model_extra["optim"] == "paged_adamw_8bit"
     assert config.training_parameters.model_extra["warmup_steps"] == 0.1  # warmup_ratio, renamed in transformers 5
     assert config.training_parameters.model_stop_sequences == ["**Finished.**", "Human:", "AI:"]

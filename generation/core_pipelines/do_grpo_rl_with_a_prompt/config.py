@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
+import re
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -58,8 +61,14 @@ class TrainingParameters(Section):
     output_dir: str = Field("outputs/grpo_run", description="Run directory: adapter, checkpoints, metrics, examples.")
     seed: int = Field(42, description="Seeds data sampling, generation and training: same seed, same run.")
     learning_rate: float = Field(5e-6, description="Peak learning rate for the LoRA weights.")
-    max_steps: int = Field(100, description="Optimizer steps to train for.")
-    per_device_train_batch_size: int = Field(8, description="Completions per device per step (a multiple of num_generations).")
+    max_steps: int = Field(
+        100, description="Optimizer steps to train for; -1 trains for num_train_epochs instead (the default when "
+        "num_train_epochs is given)."
+    )
+    per_device_train_batch_size: int = Field(
+        8, description="Completions per device per step; times the world size and steps_per_generation it must be "
+        "a multiple of num_generations."
+    )
     gradient_accumulation_steps: int = Field(1, description="Micro-batches accumulated per optimizer step.")
     num_generations: int = Field(8, description="Completions sampled per prompt; GRPO ranks them against each other.")
     max_completion_length: int = Field(256, description="Most tokens generated per completion.")
@@ -68,7 +77,9 @@ class TrainingParameters(Section):
         "(dataset_settings.overlong_prompts). null keeps every prompt whole."
     )
     chat_template: Optional[str] = Field(
-        None, description="Jinja chat template for the trained model, or 'chatml'; null keeps the tokenizer's own."
+        None, description="Chat template for the trained model: 'chatml', a template TRL ships (e.g. 'llama3', "
+        "'qwen2_5'), a template file (path relative to the working directory), or Jinja text; it must render "
+        "`messages`. null keeps the tokenizer's own."
     )
     model_stop_sequences: list[str] = Field(
         default_factory=list, description="Strings that end a completion (generation stops there; the text after is cut)."
@@ -119,7 +130,61 @@ class TrainingParameters(Section):
                 if new in data:
                     raise ValueError(f"give either {old} (older name) or {new}, not both")
                 data[new] = data.pop(old)
+        if "num_train_epochs" in data and "max_steps" not in data:
+            data["max_steps"] = -1  # TRL trains for max_steps whenever it is positive
         return data
+
+    @field_validator("num_generations")
+    @classmethod
+    def _a_group_to_compare(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError("must be at least 2: GRPO scores each completion against the others of its prompt")
+        return value
+
+    @field_validator("max_completion_length", "per_device_train_batch_size", "gradient_accumulation_steps")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("max_prompt_length")
+    @classmethod
+    def _prompt_room(cls, value: Optional[int]) -> Optional[int]:
+        if value is not None and value < 1:
+            raise ValueError("must be at least 1, or null to keep every prompt whole")
+        return value
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("must be positive, or -1 to train for num_train_epochs")
+        return value
+
+    @field_validator("chat_template")
+    @classmethod
+    def _chat_template(cls, value: Optional[str]) -> Optional[str]:
+        from .chat_templates import resolve_chat_template
+
+        return resolve_chat_template(value)
+
+    @model_validator(mode="after")
+    def _can_train(self) -> "TrainingParameters":
+        extra = self.model_extra or {}
+        temperature = extra.get("temperature")
+        if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature: must be a number > 0, got {temperature!r} (0 makes the completions of a "
+                             "prompt identical, so GRPO has nothing to compare; use e.g. 0.3 for near-greedy sampling)")
+        epochs = extra.get("num_train_epochs")
+        if self.max_steps == -1 and not (isinstance(epochs, (int, float)) and epochs > 0):
+            raise ValueError(f"max_steps: -1 trains for num_train_epochs, which must then be > 0 (got {epochs!r})")
+        problem = generation_batch_problem(self.per_device_train_batch_size, self.gradient_accumulation_steps,
+                                           self.num_generations, extra.get("steps_per_generation"),
+                                           extra.get("generation_batch_size"), world_size())
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _check_trl_fields(self) -> "TrainingParameters":
@@ -136,6 +201,46 @@ class TrainingParameters(Section):
 
 NODE_ONLY_TRAINING_KEYS = ("max_prompt_length", "chat_template", "model_stop_sequences", "sample_every", "kl_loss_type")
 """training_parameters keys the node handles itself and never passes to GRPOConfig."""
+
+
+def world_size() -> int:
+    """Processes that train together (torchrun and accelerate set WORLD_SIZE); 1 when not launched distributed."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def generation_batch_problem(batch_size: int, accumulation: int, num_generations: int, steps_per_generation: Any,
+                             generation_batch_size: Any, processes: int) -> Optional[str]:
+    """Why TRL would refuse this batch layout (its GRPOConfig.__post_init__ rule), or None.
+
+    Each generation round samples generation_batch_size completions (default per_device_train_batch_size x
+    processes x steps_per_generation, steps_per_generation defaulting to gradient_accumulation_steps); it must
+    hold whole prompt groups, i.e. be a multiple of num_generations.
+    """
+    global_batch = batch_size * processes
+    if steps_per_generation is not None and generation_batch_size is not None:
+        return "steps_per_generation: give steps_per_generation or generation_batch_size, not both"
+    if generation_batch_size is not None:
+        if not isinstance(generation_batch_size, int) or generation_batch_size % global_batch:
+            return (f"generation_batch_size: {generation_batch_size!r} must be a multiple of per_device_train_batch_size "
+                    f"{batch_size} x {processes} process(es) = {global_batch}")
+        total, how = generation_batch_size, f"generation_batch_size {generation_batch_size}"
+    else:
+        steps = accumulation if steps_per_generation is None else steps_per_generation
+        if not isinstance(steps, int) or steps < 1:
+            return f"steps_per_generation: must be a whole number >= 1, got {steps!r}"
+        total = global_batch * steps
+        how = (f"per_device_train_batch_size {batch_size} x {processes} process(es) x "
+               f"{'steps_per_generation' if steps_per_generation is not None else 'gradient_accumulation_steps'} "
+               f"{steps} = {total}")
+    if total % num_generations:
+        suggestion = -(-batch_size // num_generations) * num_generations
+        return (f"per_device_train_batch_size: each generation round samples {how} completions, which must be a "
+                f"multiple of num_generations {num_generations} (whole prompt groups); e.g. per_device_train_batch_size "
+                f"{suggestion}")
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -203,6 +308,11 @@ class ModelConfig(Section):
         "auto", description="Generate with vLLM: 'auto' when it is installed and a GPU is present."
     )
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="vLLM in this process, or a `trl vllm-serve` server.")
+
+    @field_validator("use_vllm", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML 1.1: off = False
 
     @field_validator("lora_rank", "lora_alpha", "max_seq_length")
     @classmethod
@@ -474,19 +584,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> GRPOPip
     """
     path = Path(path)
     raw = read_yaml(path)
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; a config needs at least model.base_model_name and datasets")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of sections (training_parameters, model, datasets, ...) at the "
+                          f"top level, got a {type(raw).__name__}")
     for override in overrides or []:
         apply_override(raw, override)
     return validate_config(raw, source=str(path))
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; a syntax error becomes a ConfigError naming the line."""
+    """Parse a YAML file; a syntax error, non-UTF-8 text or an unreadable file becomes a ConfigError naming it."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}): "
+                          "save the file as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the file: {error.strerror or error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -495,22 +613,54 @@ def read_yaml(path: Path) -> Any:
 
 
 def apply_override(raw: dict, override: str) -> None:
-    """Apply one `a.b.c=value` override to the raw config mapping (value parsed as YAML)."""
+    """Apply one `a.b.c=value` override to the raw config mapping (value parsed as YAML; list items by index).
+
+    A bad path (an index past the end, a key under a plain value) or a value that is not YAML is a ConfigError
+    naming the --set argument.
+    """
     if "=" not in override:
         raise ConfigError(f"--set expects section.key=value, got '{override}'")
     dotted, value_text = override.split("=", 1)
-    keys = dotted.strip().split(".")
+    dotted = dotted.strip()
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {dotted}: empty key in the path (write section.key=value)")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"--set {dotted}: the value is not valid YAML ({problem}); quote it, e.g. "
+                          f"--set '{dotted}=\"...\"'") from None
     target: Any = raw
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[:depth]) or "the config"
+        last = depth == len(keys) - 1
         if isinstance(target, list):
-            target = target[int(key)]
+            if not key.isdigit() or int(key) >= len(target):
+                raise ConfigError(f"--set {dotted}: {where} is a list of {len(target)} item(s): use an index from 0 to "
+                                  f"{len(target) - 1}, got '{key}'")
+            index: Any = int(key)
+        elif isinstance(target, dict):
+            index = key
+            if not last and target.get(key) is None:
+                target[key] = {}
         else:
-            target = target.setdefault(key, {})
-    value = yaml.safe_load(value_text) if value_text.strip() else ""
-    if isinstance(target, list):
-        target[int(keys[-1])] = value
-    else:
-        target[keys[-1]] = value
+            raise ConfigError(f"--set {dotted}: {where} is a plain value ({target!r}), not a section with keys")
+        if last:
+            target[index] = value
+        else:
+            target = target[index]
+
+
+@contextmanager
+def naming_the_file(path: str | Path):
+    """Re-raise a UserInputError from config-time checks (rewards, backend, GRPOConfig) with the config file named."""
+    try:
+        yield
+    except UserInputError as error:
+        if str(path) not in str(error):
+            error.args = (f"{path}: {error}", *error.args[1:])
+        raise
 
 
 def validate_config(raw: dict, source: str = "<config>") -> GRPOPipelineConfig:
@@ -531,6 +681,9 @@ def _describe(item: dict) -> str:
         hint = did_you_mean(key, sorted(model.model_fields)) if model else ""
         return f"{location}: unknown key{hint}"
     message = item["msg"].removeprefix("Value error, ")
+    named = re.match(r"([a-z_][a-z0-9_]*): ", message)  # a section's validator naming one of its keys
+    if named and location and not location.endswith(named.group(1)):
+        location, message = f"{location}.{named.group(1)}", message[named.end():]
     return f"{location or '(top level)'}: {message}"
 
 

@@ -17,11 +17,12 @@ from generation.errors import UserInputError
 
 from .backends import load_model, select_backend
 from .backends.unsloth_backend import unsloth_source_problem
-from .config import GRPOPipelineConfig, load_config, naming_the_file, redact_secrets
+from .config import ConfigError, GRPOPipelineConfig, load_config, naming_the_file, redact_secrets
 from .data import PromptTokens, SampledData, fit_prompts_to_length, sample_datasets
 from .data_plan import describe_data
 from .grpo_args import build_grpo_config
-from .lifecycle import prepare_run_directory
+from .distributed import distributed_problem, is_main_process, run_on_main, single_gpu_only_problem, world_size
+from .lifecycle import check_checkpoints_align, generation_round_steps, prepare_run_directory, release_run_lock
 from .rewarding import CombinedReward, RewardPlan, resolve_rewards
 from .run_files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
 from .run_stop import EXIT_FINISHED, exit_status
@@ -61,7 +62,12 @@ def run_grpo_pipeline(
     seed = config.training_parameters.seed
     random.seed(seed)
     with naming_the_file(config_path):
-        backend = select_backend(config.model.backend, source_problem=unsloth_source_problem(config))
+        problem = distributed_problem(config)  # several processes: what they cannot do (unsloth, vLLM TP)
+        if problem:
+            raise ConfigError(problem)
+        check_checkpoints_align(config)
+        backend = select_backend(config.model.backend,
+                                 source_problem=unsloth_source_problem(config) or single_gpu_only_problem())
 
     # 2. Data: sampled first (cheap), so a bad file fails fast.
     data = sample_datasets(config.datasets, config.dataset_settings, seed=seed, base_dir=base_dir)
@@ -78,8 +84,15 @@ def run_grpo_pipeline(
         return RunOutcome(paths=None)
 
     # 4. Run directory: resumed when it holds checkpoints of the same run (checked before the model loads).
+    #    Only the main process touches the directory; the others wait and learn where to resume from.
     config_snapshot = redact_secrets(config.model_dump(mode="json", exclude_none=True))
-    resume_from = prepare_run_directory(paths, config_snapshot, fresh)
+    config_snapshot["launch"] = {"world_size": world_size()}
+    start = run_on_main(lambda: prepare_run_directory(paths, config_snapshot, fresh, generation_round_steps(config)))
+    if start.finished_steps is not None:
+        print(f"{paths.root}: this run already finished ({start.finished_steps} steps); nothing to train. "
+              "Use --fresh to start over, or raise training_parameters.max_steps to train further.")
+        return RunOutcome(paths, start.finished_steps)
+    resume_from = start.resume_from
 
     # 5. Model: the backend loads it and wraps it with LoRA.
     loaded = load_model(config, backend)
@@ -97,8 +110,8 @@ def run_grpo_pipeline(
         raise UserInputError("no training rows left after sampling and prompt-length filtering")
 
     # 7. Run files, the reward function with its listeners, callbacks.
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(paths, config_snapshot)
+    if is_main_process():
+        write_resolved_config(paths, config_snapshot)
     configure_reporting(config, paths)
     reward_function, callbacks = build_reward_and_callbacks(config, plan, paths)
 
@@ -114,7 +127,12 @@ def run_grpo_pipeline(
         print(f"stopped at step {result.steps}; a checkpoint was saved. Run the same command again to resume.")
 
     # 9. Summary and plots: did the reward go up?
-    return summarize_run(paths, result.steps, exit_status(result.stopped_early, result.stop_signal))
+    status = exit_status(result.stopped_early, result.stop_signal)
+    if not is_main_process():
+        return RunOutcome(paths, result.steps, exit_status=status)
+    outcome = summarize_run(paths, result.steps, status)
+    release_run_lock(paths)
+    return outcome
 
 
 def prompt_token_counter(tokenizer: Any) -> Any:

@@ -15,7 +15,8 @@ from .post_processors import required_scale_rewards
 from .backends.generation import stop_generation_kwargs
 from .advantage_metrics import with_advantage_metrics
 from .console import install_compact_console
-from .distributed import barrier
+from .backends import cuda_available
+from .distributed import barrier, is_distributed
 from .lifecycle import generation_round_steps, make_lifecycle_callback, staging_dir
 from .run_files import RunPaths
 from .run_stop import RunStopError
@@ -95,6 +96,8 @@ def grpo_config_kwargs(
     params.setdefault("logging_first_step", True)
     params.setdefault("disable_tqdm", False)
     params.setdefault("data_seed", params["seed"])
+    if is_distributed() and not cuda_available():
+        params.setdefault("use_cpu", True)  # else transformers ignores the process group on CPU: N separate runs
     generation_kwargs = dict(params.get("generation_kwargs") or {})
     stop_kwargs = stop_generation_kwargs(
         config.training_parameters.model_stop_sequences, bool(params.get("use_vllm")), eos_token_id

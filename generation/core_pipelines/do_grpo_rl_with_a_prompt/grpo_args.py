@@ -1,0 +1,138 @@
+"""TRL's GRPOConfig from ours, built once before any model loads: the dry run and a real run share this build.
+
+`build_grpo_config` runs before any model loads (in --dry-run too), right after the torch-free schema checks
+pass; it imports TRL (and so torch). What TRL refuses there (an unknown optimizer, a scheduler that needs eval
+data, a generation batch that num_generations does not divide) becomes a ConfigError naming the config file
+and training_parameters.<key>. So do the values TRL would only trip over after the model has loaded: a
+loss_type it does not know (read at the first step), deepspeed without the deepspeed package, a report_to
+integration that is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from generation.registry import did_you_mean
+
+from .backends.generation import vllm_grpo_kwargs, vllm_importable
+from .config import ConfigError, GRPOPipelineConfig
+from .run_files import RunPaths
+from .training import grpo_config_kwargs
+
+TRL_CHOICES: dict[str, tuple[str, ...]] = {
+    "loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+    "importance_sampling_level": ("token", "sequence"),
+    "scale_rewards": ("group", "batch", "none"),
+    "multi_objective_aggregation": ("sum_then_normalize", "normalize_then_sum"),
+    "vllm_mode": ("server", "colocate"),
+    "vllm_importance_sampling_mode": ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"),
+}
+"""Pass-through keys whose value TRL only checks when the trainer first uses it (the allowed values are the
+ones TRL 1.16's GRPOConfig help text lists; tests/test_config_strictness.py checks them against the installed TRL)."""
+
+REPORTING_PACKAGES = {"azure_ml": "azureml-core", "flyte": "flytekit", "neptune": "neptune", "comet_ml": "comet_ml"}
+"""pip names of report_to integrations whose package name differs from the integration's name."""
+
+
+def build_grpo_config(
+    config: GRPOPipelineConfig,
+    paths: RunPaths,
+    has_eval: bool,
+    source: str = "<config>",
+    eos_token_id: Optional[int] = None,
+    model_dtype: Optional[str] = None,
+    engine_kwargs: Optional[dict] = None,
+) -> Any:
+    """trl.GRPOConfig for this run; every value TRL refuses is a ConfigError naming `source` and the key.
+
+    Before the model loads (the dry run, and a real run's check), `model_dtype` and `engine_kwargs` are left
+    out and predicted from the config and this machine; after it loads, the training passes the real ones.
+    Builds nothing on disk.
+    """
+    params = grpo_config_kwargs(
+        config, paths, has_eval, eos_token_id, model_dtype or expected_model_dtype(config),
+        engine_kwargs if engine_kwargs is not None else expected_engine_kwargs(config),
+    )
+    user_keys = set(config.training_parameters.model_fields_set) | set(config.training_parameters.model_extra or {})
+    check_choices(params, user_keys, source)
+    check_integrations(params, source)
+    from trl import GRPOConfig
+
+    try:
+        return GRPOConfig(**params)
+    except (ValueError, TypeError, ImportError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        key = key_named_in(message, params, user_keys)
+        where = f"training_parameters.{key}" if key else "training_parameters"
+        raise ConfigError(f"{source}: {where}: {message} (refused by TRL's GRPOConfig)") from None
+
+
+def check_choices(params: dict, user_keys: set[str], source: str) -> None:
+    """Values of TRL_CHOICES keys that the user set must be among the allowed ones."""
+    for key, allowed in TRL_CHOICES.items():
+        value = params.get(key)
+        if key in user_keys and value is not None and value not in allowed:
+            raise ConfigError(f"{source}: training_parameters.{key}: {value!r} is not one of {', '.join(allowed)}"
+                              f"{did_you_mean(str(value), list(allowed))}")
+
+
+def check_integrations(params: dict, source: str) -> None:
+    """report_to names known, installed integrations; deepspeed is installed (and its config file exists)."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    report_to = params.get("report_to")
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    names = [name for name in names if name not in ("none", "all")]
+    available = set(get_available_reporting_integrations())
+    for name in names:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ConfigError(f"{source}: training_parameters.report_to: '{name}' is not a reporting integration"
+                              f"{did_you_mean(name, sorted(INTEGRATION_TO_CALLBACK))}; known: none, "
+                              f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+        if name not in available:
+            package = REPORTING_PACKAGES.get(name, name)
+            raise ConfigError(f"{source}: training_parameters.report_to: '{name}' is not installed: pip install "
+                              f"{package}, or take it out of report_to")
+    deepspeed = params.get("deepspeed")
+    if deepspeed:
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError(f"{source}: training_parameters.deepspeed: the deepspeed package is not installed "
+                              "(pip install deepspeed), or remove the key")
+        if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
+            raise ConfigError(f"{source}: training_parameters.deepspeed: config file not found: {deepspeed}")
+
+
+def key_named_in(message: str, params: dict, user_keys: set[str]) -> Optional[str]:
+    """The training_parameters key a TRL error message is about: one it names, else one whose value it quotes."""
+    for key in sorted(user_keys, key=len, reverse=True):
+        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message):
+            return key
+    for key in sorted(user_keys):
+        value = params.get(key)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value) and \
+                re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", message):
+            return key
+    return None
+
+
+def expected_model_dtype(config: GRPOPipelineConfig) -> str:
+    """The dtype the loaded model will have: float32 without a CUDA GPU, else model.dtype resolved."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "float32"
+    from .model_loading import resolve_torch_dtype
+
+    return str(resolve_torch_dtype(config.model.dtype)).removeprefix("torch.")
+
+
+def expected_engine_kwargs(config: GRPOPipelineConfig) -> dict:
+    """The generation engine's GRPOConfig arguments as the backend will choose them (vLLM or not)."""
+    import torch
+
+    if str(config.model.base_model_name).lower().endswith(".gguf") or config.model.gguf_file:
+        return {"use_vllm": False}  # vLLM cannot load GGUF files
+    return vllm_grpo_kwargs(config, vllm_importable(), torch.cuda.is_available())
