@@ -17,24 +17,36 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards import (
     common,
     formatting,
     gec,
+    ifeval,
     length,
+    length_shaping,
     math_equivalence,
+    reasoning_steps,
     repetition,
+    tags,
 )
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import REWARD_FUNCTIONS
 
 BUILTIN_NAMES = [
+    "cosine_scaled_correctness",
     "final_answer_match",
     "gec_edit_f1",
     "gsm8k_correctness",
     "gsm8k_integerresponse",
     "gsm8k_reward",
+    "ifeval_instructions",
     "length_reward",
     "max_length",
+    "reasoning_steps",
     "repetition_penalty",
     "similarity_gate",
+    "soft_overlong_punishment",
+    "tag_count",
+    "think_answer_format",
     "think_format",
 ]
+# rewards that read the `answer` column: each says in its docstring what an empty one gives
+READS_ANSWER = ["cosine_scaled_correctness", "final_answer_match", "gec_edit_f1", "gsm8k_correctness", "gsm8k_reward"]
 REQUIRED_KWARGS = {"max_length": {"max_words": 10}}
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +92,20 @@ class TestContract:
         reward = REWARD_FUNCTIONS.get(name)(**REQUIRED_KWARGS.get(name, {}))
         assert reward([], [], answer=[]) == []
 
-    @pytest.mark.parametrize("module", [answers, common, formatting, gec, length, math_equivalence, repetition])
+    @pytest.mark.parametrize("name", READS_ANSWER)
+    def test_says_what_an_empty_answer_gives(self, name):
+        doc = " ".join((REWARD_FUNCTIONS.get(name).__doc__ or "").split())
+        assert "Empty `answer`" in doc
+
+    def test_registry_table_lists_every_builtin(self):
+        for name in BUILTIN_NAMES:
+            assert f"| {name}" in builtin_rewards.__doc__ or f", {name}" in builtin_rewards.__doc__, name
+
+    @pytest.mark.parametrize(
+        "module",
+        [answers, common, formatting, gec, ifeval, length, length_shaping, math_equivalence, reasoning_steps,
+         repetition, tags],
+    )
     def test_doctests(self, module):
         result = doctest.testmod(module)
         assert result.failed == 0

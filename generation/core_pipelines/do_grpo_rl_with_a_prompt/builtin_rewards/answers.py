@@ -229,17 +229,35 @@ def final_answer_match(
     >>> final_answer_match(mode="math")([[]] * 2, ["\\\\boxed{0.5}", "\\\\boxed{2}"], answer=["\\\\frac12", "\\\\sqrt{2}"])
     [1.0, 0.0]
     """
+    judge = answer_judge("final_answer_match", mode, answer_style, tagname, cot_start, cot_end, ignore_case, timeout_s)
+
+    def reward(prompts, completions, **columns) -> list[float | None]:
+        return [None if v is None else correct_score if v else wrong_score for v in judge(completions, columns)]
+
+    return reward
+
+
+def answer_judge(
+    name: str,
+    mode: str = "numeric",
+    answer_style: str = "auto",
+    tagname: str = "answer",
+    cot_start: str | None = None,
+    cot_end: str | None = None,
+    ignore_case: bool = True,
+    timeout_s: int = 2,
+):
+    """`judge(completions, columns) -> [True | False | None]`: final_answer_match's verdicts (None: no
+    reference, or one the mode cannot read: counted as rewards/<name>/unparsed_reference). Rewards built on
+    correctness (cosine_scaled_correctness) share it. Raises ValueError naming `name` on bad settings."""
     if mode not in MODES:
-        raise ValueError(f"final_answer_match: mode must be one of {', '.join(MODES)}, not {mode!r}")
+        raise ValueError(f"{name}: mode must be one of {', '.join(MODES)}, not {mode!r}")
     if answer_style not in ANSWER_STYLES:
-        raise ValueError(
-            f"final_answer_match: answer_style must be one of {', '.join(ANSWER_STYLES)}, not {answer_style!r}"
-        )
-    if not isinstance(timeout_s, int) or timeout_s < 1:
-        raise ValueError(f"final_answer_match: timeout_s must be a whole number of seconds >= 1, not {timeout_s!r}")
+        raise ValueError(f"{name}: answer_style must be one of {', '.join(ANSWER_STYLES)}, not {answer_style!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int) or timeout_s < 1:
+        raise ValueError(f"{name}: timeout_s must be a whole number of seconds >= 1, not {timeout_s!r}")
     counter = UnparsedReferenceCounter(
-        "final_answer_match", {"numeric": "are not one number (try mode: math)", "math": "do not parse as math",
-                               "exact": "have no answer"}[mode],
+        name, {"numeric": "are not one number (try mode: math)", "math": "do not parse as math", "exact": "are empty"}[mode]
     )
 
     def verdicts(pairs: list[tuple[str | None, str | None, bool]]) -> list[bool | None]:
@@ -260,20 +278,19 @@ def final_answer_match(
                 results[i] = given_number == expected_number  # fast path: two plain numbers
             else:
                 slow.append(i)
-        judged = judge_pairs([(pairs[i][0], pairs[i][1], pairs[i][2]) for i in slow], timeout_s)
-        for i, verdict in zip(slow, judged):
+        for i, verdict in zip(slow, judge_pairs([pairs[i] for i in slow], timeout_s)):
             results[i] = verdict
         return results
 
-    def reward(prompts, completions, **columns) -> list[float | None]:
+    def judge(completions, columns) -> list[bool | None]:
         references = column(columns, "answer", len(completions))
         expected = [_reference_answer(answer_text(r, cot_start, cot_end), answer_style, tagname) for r in references]
         given = [_completion_answer(answer_text(c, cot_start, cot_end), answer_style, tagname) for c in completions]
         results = verdicts([(e, g, marked) for e, (g, marked) in zip(expected, given)])
         counter.report([e if e is not None and v is None else None for e, v in zip(expected, results)], columns)
-        return [None if v is None else correct_score if v else wrong_score for v in results]
+        return results
 
-    return reward
+    return judge
 
 
 @register_reward_function("gsm8k_correctness")
