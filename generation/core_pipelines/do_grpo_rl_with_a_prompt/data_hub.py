@@ -7,7 +7,8 @@
 - Without `streaming`, the split is prepared into the Arrow cache once and memory-mapped; only the sampled
   rows are read (`Dataset.select`). With `streaming: true`, nothing is prepared: rows arrive in a seeded
   shuffle through a buffer of STREAM_BUFFER rows, so about (rows wanted + buffer) rows are read, and the
-  number of rows in the split stays unknown.
+  number of rows in the split stays unknown. (A streamed Parquet dataset costs 5 s more: datasets waits
+  that long for pyarrow's threads when a Parquet stream closes, datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN.)
 
 Rows are named "path[subset/split]:#index" (streaming: ":stream#n", the n-th row of the shuffled stream).
 """
@@ -56,6 +57,10 @@ class StreamReader:
             yield f"{self.label}:stream#{position}", row
 
     def head(self, count: int) -> list[Any]:
+        """The first rows; just the column names when the schema is known (opening a stream can be slow)."""
+        features = getattr(self.dataset, "features", None)
+        if features:
+            return [{name: None for name in features}]
         return list(islice(iter(self.dataset), count))
 
 
