@@ -94,9 +94,11 @@ def ifeval_instructions(
 
     mode "strict" checks the response as written, "loose" also the variants IFEval's loose score tries.
     aggregate "share" gives the instruction-level score (followed / given), "all" the prompt-level one
-    (1.0 only when every instruction is followed). The response is the completion after cot_end when set.
+    (1.0 only when every instruction is followed). The response is the completion after cot_end when set
+    (if-verifiable also drops everything up to a `</think>` itself).
     Some checkers (combination:repeat_prompt) compare with the prompt's last user message. Does not read
-    `answer`. A row without instructions: None. A row naming an id IFEval does not know: None, counted as
+    `answer`. Give every argument a checker takes: Google's checkers draw missing ones at random.
+    A row without instructions: None. A row naming an id IFEval does not know: None, counted as
     rewards/ifeval_instructions/unparsed_reference and warned about once. An empty response scores 0.0.
 
     Config:
