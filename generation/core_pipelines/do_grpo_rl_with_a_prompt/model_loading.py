@@ -122,16 +122,50 @@ def resolve_torch_dtype(dtype: str) -> Any:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
 
 
+OFFLINE_ADVICE = (
+    "If this machine is offline, download the model elsewhere and set model.base_model_name to its local "
+    "directory; for gated models run `huggingface-cli login` first."
+)
+
+
+def hub_problem(source: ModelSource, timeout_s: float = 3.0) -> Optional[str]:
+    """Why a hub source cannot load now (offline mode or an unreachable hub, and not in the local cache), or None.
+
+    Answers in about a second where transformers would retry for tens of seconds before failing.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(source.name_or_path, source.gguf_file or "config.json")
+    except HFValidationError:
+        return f"'{source.name_or_path}' is neither a local path nor a valid hub id"
+    if isinstance(cached, str):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set and the model is not in the local Hugging Face cache"
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s).close()
+    except OSError as error:
+        return f"the Hugging Face hub ({endpoint.hostname}) cannot be reached ({error}) and the model is not in the local cache"
+    return None
+
+
 def _load(loader: Any, source: ModelSource, **kwargs: Any) -> Any:
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
+    problem = None if source.is_local else hub_problem(source)
+    if problem:
+        raise ModelLoadError(f"could not load '{source.name_or_path}': {problem}. {OFFLINE_ADVICE}")
     try:
         return loader(source.name_or_path, **kwargs)
     except OSError as error:
         if source.is_local:
             raise ModelLoadError(f"could not load {source.describe()}: {error}") from error
         raise ModelLoadError(
-            f"could not load '{source.name_or_path}' from the Hugging Face hub ({error}). If this machine is "
-            "offline, download the model elsewhere and set model.base_model_name to its local directory; "
-            "for gated models run `huggingface-cli login` first."
+            f"could not load '{source.name_or_path}' from the Hugging Face hub ({error}). {OFFLINE_ADVICE}"
         ) from error
