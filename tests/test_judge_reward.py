@@ -66,7 +66,9 @@ class TestScoring:
                        {"name": "clarity", "type": "score", "min": 1, "max": 5}]
         answers = sequence(scores_reply(safe=1, helpfulness=10, clarity=3), scores_reply(safe="fail", helpfulness=10, clarity=5))
         with JudgeServer(answers) as server:
-            reward = make_reward(server.base_url, tmp_path, score_types=score_types, max_concurrency=1)
+            prompt = [{"role": "user", "content": "{output_text}\nAnswer <safe>0|1</safe> "
+                                                  "<helpfulness>1-10</helpfulness> <clarity>1-5</clarity>"}]
+            reward = make_reward(server.base_url, tmp_path, score_types=score_types, prompt=prompt, max_concurrency=1)
             rewards, metrics = run(reward, ["a", "b"])
         assert rewards == [pytest.approx((3 * 1.0 + 0.5) / 4), 0.0]
         assert metrics["autofails"] == 1

@@ -11,6 +11,7 @@ integration that is not installed.
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -18,7 +19,7 @@ from typing import Any, Optional
 from generation.registry import did_you_mean
 
 from .backends.generation import vllm_grpo_kwargs, vllm_importable
-from .config import ConfigError, GRPOPipelineConfig
+from .config import ConfigError, GRPOPipelineConfig, world_size
 from .run_files import RunPaths
 from .training import grpo_config_kwargs
 
@@ -136,3 +137,14 @@ def expected_engine_kwargs(config: GRPOPipelineConfig) -> dict:
     if str(config.model.base_model_name).lower().endswith(".gguf") or config.model.gguf_file:
         return {"use_vllm": False}  # vLLM cannot load GGUF files
     return vllm_grpo_kwargs(config, vllm_importable(), torch.cuda.is_available())
+
+
+def planned_steps(config: GRPOPipelineConfig, train_rows: int) -> int:
+    """Optimizer steps the run will take: max_steps, or (max_steps -1) about what num_train_epochs gives."""
+    tp = config.training_parameters
+    if tp.max_steps > 0:
+        return tp.max_steps
+    extra = tp.model_extra or {}
+    completions_per_step = tp.per_device_train_batch_size * world_size() * tp.gradient_accumulation_steps
+    per_epoch = math.ceil(train_rows * tp.num_generations * int(extra.get("num_iterations") or 1) / completions_per_step)
+    return max(1, math.ceil(per_epoch * float(extra.get("num_train_epochs") or 1)))

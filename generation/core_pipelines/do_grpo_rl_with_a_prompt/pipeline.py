@@ -20,7 +20,7 @@ from .backends.unsloth_backend import unsloth_source_problem
 from .config import ConfigError, GRPOPipelineConfig, load_config, naming_the_file, redact_secrets
 from .data import PromptTokens, SampledData, fit_prompts_to_length, sample_datasets
 from .data_plan import describe_data
-from .grpo_args import build_grpo_config
+from .grpo_args import build_grpo_config, planned_steps
 from .distributed import distributed_problem, is_main_process, run_on_main, single_gpu_only_problem, world_size
 from .lifecycle import check_checkpoints_align, generation_round_steps, prepare_run_directory, release_run_lock
 from .rewarding import CombinedReward, RewardPlan, resolve_rewards
@@ -113,7 +113,7 @@ def run_grpo_pipeline(
     if is_main_process():
         write_resolved_config(paths, config_snapshot)
     configure_reporting(config, paths)
-    reward_function, callbacks = build_reward_and_callbacks(config, plan, paths)
+    reward_function, callbacks = build_reward_and_callbacks(config, plan, paths, planned_steps(config, len(data.train_rows)))
 
     # 8. Train, then save the final adapter with its tokenizer.
     from .training import train
@@ -140,12 +140,14 @@ def prompt_token_counter(tokenizer: Any) -> Any:
     return PromptTokens.from_tokenizer(tokenizer).count
 
 
-def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, paths: RunPaths) -> tuple[Any, list]:
+def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, paths: RunPaths,
+                               steps: int = 0) -> tuple[Any, list]:
     """The combined reward TRL calls, with the high-scoring saver and sample printer attached."""
     from .callbacks import BatchLog, HighScoringSaver, SamplePrinter, fan_out, make_metrics_callback
 
+    every = config.training_parameters.sample_every or max(1, (steps or config.training_parameters.max_steps) // 5)
     listeners = [
-        SamplePrinter(every=config.training_parameters.sample_every or max(1, config.training_parameters.max_steps // 5)),
+        SamplePrinter(every=every),
         BatchLog(JsonlAppender(paths.root / "batches.jsonl")),
     ]
     if config.reward.high_scoring_save_path and config.reward.score_save_threshold is not None:
@@ -238,7 +240,9 @@ def describe_plan(config: GRPOPipelineConfig, data: SampledData, plan: RewardPla
         f"rewards (combination '{config.reward.combination_function}', scaling '{config.reward.scaling_function}', "
         f"TRL scale_rewards '{effective_scale_rewards(config)}'):",
         plan.describe(),
-        f"training: max_steps={tp.max_steps} lr={tp.learning_rate} batch={tp.per_device_train_batch_size} "
+        f"training: max_steps={tp.max_steps}"
+        + (f" (num_train_epochs: about {planned_steps(config, len(data.train_rows))} steps)" if tp.max_steps < 0 else "")
+        + f" lr={tp.learning_rate} batch={tp.per_device_train_batch_size} "
         f"num_generations={tp.num_generations} max_completion_length={tp.max_completion_length} "
         f"max_prompt_length={tp.max_prompt_length} seed={tp.seed}" + (f" {extras}" if extras else ""),
         f"output: {tp.output_dir}",

@@ -119,6 +119,12 @@ def load_prompt(path: str | Path) -> JudgePrompt:
     return JudgePrompt(resolved, tuple(messages))
 
 
+def missing_tags(prompt: JudgePrompt, names: Iterable[str]) -> list[str]:
+    """The criteria whose `<name>` tag no message of the prompt shows: the judge is never asked for them."""
+    text = "\n".join(m["content"] for m in prompt.messages)
+    return [name for name in names if not re.search(rf"<\s*{re.escape(name)}\s*>", text, re.I)]
+
+
 def placeholders_in(template: str) -> list[str]:
     return [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1)]
 

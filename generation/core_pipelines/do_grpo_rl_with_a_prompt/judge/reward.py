@@ -12,20 +12,25 @@ import asyncio
 import json
 import logging
 import os
+import re
+from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
+from urllib.parse import urlsplit
 
 from ..config import ConfigError
+from ..distributed import world_size
 from ..reward_registry import register_reward_function
 from ..text_utils import passes_cot_format, strip_reasoning
 from .cache import DEFAULT_CACHE_PATH, JudgeCache, open_cache
 from .client import CallOutcome, JudgeRequest, Limits, get_client, register_secret
 from .local import PREFIX as LOCAL_PREFIX, LocalJudge, is_local
 from .parsing import Criterion, Verdict, combine, criteria_from_config, parse_group_judgement, parse_judgement
-from .prompt import JudgePrompt, load_prompt
+from .prompt import JudgePrompt, load_prompt, missing_tags
 from .stats import FailureWatch, StepStats, log_step
 
 logger = logging.getLogger(__name__)
 
+RESERVED_TAG = re.compile(r"think|response_\d+", re.I)  # tags the parser reads as the judge's own structure
 SEED_MODES = (None, "api")  # the seed's EngineWrapper mode; only the OpenAI-compatible API is spoken here
 
 
@@ -94,7 +99,16 @@ def generic_llm_reward(
         criteria = criteria_from_config(score_types)
     except ValueError as error:
         raise ConfigError(f"{metric_name}: {error}") from None
+    reserved = [c.name for c in criteria if RESERVED_TAG.fullmatch(c.name)]
+    if reserved:
+        raise ConfigError(f"{metric_name}: score_types name(s) {reserved} are reserved (the parser blanks <think> "
+                          "blocks, and <response_N> numbers groupwise answers): rename the criterion")
     prompt = load_prompt(system_prompt_path)
+    missing = missing_tags(prompt, [c.name for c in criteria])
+    if missing:
+        raise ConfigError(f"{metric_name}: score_types {missing} never appear as a tag in {prompt.path}, so the judge is "
+                          f"never asked for them: add e.g. <{missing[0]}>N</{missing[0]}> to the prompt's answer format, "
+                          "or fix the name / the system_prompt_path")
     if format_score is not None and fallback_score is None:
         logger.info("%s: format_score=%s (seed name) is the score of a failed judge call (fallback_score)",
                     metric_name, format_score)
@@ -102,13 +116,15 @@ def generic_llm_reward(
 
     if is_local(eval_llm_base_url):
         backend: Any = LocalJudge(eval_llm_base_url[len(LOCAL_PREFIX):])
+        check_local_model_available(metric_name, eval_llm_base_url, *backend.source)
         model = eval_llm_name or eval_llm_base_url
     else:
         if not eval_llm_base_url or not eval_llm_name:
             raise ConfigError(f"{metric_name}: set eval_llm_name and eval_llm_base_url (an OpenAI-compatible URL "
                               f"or {LOCAL_PREFIX}<model>), on the reward or on its dataset")
+        check_base_url(metric_name, eval_llm_base_url)
         api_key = _api_key(metric_name, eval_llm_api_key_env, eval_llm_api_key)
-        limits = Limits(max_concurrency, requests_per_minute, tokens_per_minute)
+        limits = Limits(max_concurrency, requests_per_minute, tokens_per_minute).per_process(world_size())
         backend = get_client(eval_llm_base_url, api_key, limits)
         model = eval_llm_name
 
@@ -126,15 +142,70 @@ def generic_llm_reward(
     )
 
 
+def check_base_url(name: str, url: str) -> None:
+    """eval_llm_base_url must be http(s)://host[:port][/path]: a typo here would show only as connection errors."""
+    problem = None
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # ValueError when out of 0-65535 or not a number
+    except ValueError as error:
+        parts, port, problem = None, None, str(error)
+    if parts is not None and parts.scheme not in ("http", "https"):
+        problem = (f"the scheme must be http or https, got '{parts.scheme}'" if parts.scheme else
+                   "no scheme: write http://host:port/v1 or https://host/v1")
+    elif parts is not None and not parts.hostname:
+        problem = "no host name"
+    elif port == 0:
+        problem = "port 0 is not a port"
+    if problem:
+        raise ConfigError(f"{name}: eval_llm_base_url '{url}' is not a usable URL ({problem}); use an OpenAI-compatible "
+                          f"base URL such as https://api.openai.com/v1, or {LOCAL_PREFIX}<model> for an in-process judge")
+
+
+def check_local_model_available(name: str, url: str, name_or_path: str, gguf_file: Optional[str]) -> None:
+    """A `local:<hub id>` judge must be in the local Hugging Face cache, or exist on the hub when online.
+
+    Checked when the run starts, so a typo is not found only when the first judge call loads the model.
+    """
+    if Path(name_or_path).exists():
+        return
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        if isinstance(try_to_load_from_cache(name_or_path, gguf_file or "config.json"), str):
+            return
+        if constants.HF_HUB_OFFLINE:
+            raise ConfigError(f"{name}: {url}: '{name_or_path}' is not in the local Hugging Face cache and HF_HUB_OFFLINE "
+                              "is set: download it first (huggingface-cli download), or give a local path")
+        model_info(name_or_path, timeout=10)
+    except HFValidationError as error:
+        raise ConfigError(f"{name}: {url}: '{name_or_path}' is neither a local path nor a hub id ({error})") from None
+    except ConfigError:
+        raise
+    except Exception as error:  # not found on the hub, or the hub cannot be reached: either way it cannot load
+        raise ConfigError(f"{name}: {url}: '{name_or_path}' is not a local path, not in the local Hugging Face cache, "
+                          f"and could not be found on the hub ({type(error).__name__}): check the name, or download "
+                          "it first") from None
+
+
 def _api_key(name: str, env: Optional[str], literal: Optional[str]) -> Optional[str]:
+    """The judge's key: from the environment variable `env` (preferred) or the literal, surrounding whitespace
+    stripped (a trailing newline from `echo` or a file would make every call fail as a connection error)."""
     if env:
-        value = os.environ.get(env)
+        value = (os.environ.get(env) or "").strip()
         if not value:
-            raise ConfigError(f"{name}: eval_llm_api_key_env names {env}, which is not set in the environment")
-        register_secret(value)
-        return value
-    register_secret(literal)
-    return literal
+            raise ConfigError(f"{name}: eval_llm_api_key_env names {env}, which is not set (or blank) in the environment")
+        where = f"the environment variable {env}"
+    else:
+        value, where = (literal or "").strip(), "eval_llm_api_key"
+        if not value:
+            return None
+    if any(ch.isspace() for ch in value) or not value.isprintable():
+        raise ConfigError(f"{name}: the API key in {where} contains spaces or control characters inside it: "
+                          "check that it holds exactly one key")
+    register_secret(value)
+    return value
 
 
 class LLMJudgeReward:
