@@ -256,6 +256,15 @@ def test_a_slow_reward_is_named_on_the_console_once_per_run_for_each_threshold()
                                     "(time limit 60 s)"]
 
 
+def test_without_a_time_limit_a_slow_reward_is_still_named():
+    RETURNS["noticed"] = threading.Event()
+    combined = combined_for([{"name": "test_waits_for_notice"}], slow_notice_s=0.05, time_limit_s=None)
+    combined._caller.notify = lambda text: (combined.notices.append(text), RETURNS["noticed"].set())
+    assert score(combined)[0] == [1.0, 1.0]
+    assert combined.notices == ["reward 'test_waits_for_notice' (dataset 'a') still running after 0.05 s "
+                                "(no time limit)"]
+
+
 def test_time_limit_is_the_nodes_key_not_an_initializer_argument():
     config = validate_config({"model": {"base_model_name": "m"}, "reward": {"time_limit_s": 5},
                               "datasets": [{"path": "a.jsonl", "reward_funcs": [
