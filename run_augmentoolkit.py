@@ -21,11 +21,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError, read_yaml  # noqa: E402
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError, read_yaml, redact_argv  # noqa: E402
 from generation.nodes import DEFAULT_PATH_ALIASES, NODES, resolve_alias_path  # noqa: E402
 from generation.errors import UserInputError  # noqa: E402
 from generation.registry import UnknownNameError  # noqa: E402
 from generation.sweep import expand_sweep, run_name_for  # noqa: E402
+from generation.launch import launch_processes, record_exit_status  # noqa: E402
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.distributed import (  # noqa: E402
+    console_on_main_only, is_distributed, is_main_process,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "then print a comparison table")
     parser.add_argument("--fresh", action="store_true",
                         help="start over instead of resuming (an existing run directory is moved aside)")
+    parser.add_argument("--num-processes", type=int, default=None, metavar="N",
+                        help="launch N processes on this machine through accelerate (one per GPU; gloo on CPU)")
+    parser.add_argument("--distributed", default=None, metavar="NAME|FILE",
+                        help="with --num-processes: an accelerate config template (ddp, zero2, zero3_offload, fsdp; "
+                        "default ddp) or an accelerate config file")
     return parser.parse_args(argv)
 
 
@@ -51,7 +60,7 @@ def planned_nodes(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
             raise ConfigError("--node and --config go together")
         entries = [{"node": args.node, "config": args.config}]
         aliases = dict(DEFAULT_PATH_ALIASES)
-        base = Path.cwd()
+        base, source = Path.cwd(), "--node/--config"
     else:
         super_path = Path(args.super_config)
         super_config = read_yaml(super_path) or {}
@@ -61,26 +70,77 @@ def planned_nodes(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
         if unknown:
             raise ConfigError(f"{super_path}: unknown top-level key(s) {unknown}; valid: pipeline_order, path_aliases")
         entries = super_config["pipeline_order"]
-        aliases = {**DEFAULT_PATH_ALIASES, **(super_config.get("path_aliases") or {})}
-        base = ROOT
+        extra_aliases = super_config.get("path_aliases") or {}
+        if not isinstance(extra_aliases, dict) or not all(isinstance(v, str) for v in extra_aliases.values()):
+            raise ConfigError(f"{super_path}: path_aliases must map alias names to folders, e.g. "
+                              f"'path_aliases: {{my-folder: path/to/folder}}', got {extra_aliases!r}")
+        aliases = {**DEFAULT_PATH_ALIASES, **{str(k): v for k, v in extra_aliases.items()}}
+        base, source = ROOT, str(super_path)
     plan = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or "node" not in entry or "config" not in entry:
-            raise ConfigError(f"pipeline_order[{index}]: expected a mapping with 'node' and 'config'")
+            raise ConfigError(f"{source}: pipeline_order[{index}]: expected a mapping with 'node' and 'config'")
         extra = sorted(set(entry) - {"node", "config", "parameters"})
         if extra:
-            raise ConfigError(f"pipeline_order[{index}]: unknown key(s) {extra}; valid: node, config, parameters")
+            raise ConfigError(f"{source}: pipeline_order[{index}]: unknown key(s) {extra}; valid: node, config, parameters")
+        for key, kind, shape in (("node", str, "a node name"), ("config", str, "a config path"),
+                                 ("parameters", (dict, type(None)), "a mapping")):
+            if not isinstance(entry.get(key), kind):
+                raise ConfigError(f"{source}: pipeline_order[{index}].{key}: expected {shape}, got {entry.get(key)!r}")
         try:
             NODES.get(entry["node"])
             config_path = resolve_alias_path(str(entry["config"]), aliases, base)
         except (UnknownNameError, ValueError) as error:
-            raise ConfigError(f"pipeline_order[{index}]: {error}") from None
+            raise ConfigError(f"{source}: pipeline_order[{index}]: {error}") from None
         plan.append((entry["node"], config_path, dict(entry.get("parameters") or {})))
     return plan
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.num_processes is not None and not is_distributed():
+        return launch(args, list(sys.argv[1:] if argv is None else argv))
+    if args.distributed and args.num_processes is None:
+        print("error: --distributed goes with --num-processes (or use `accelerate launch --config_file ...`)",
+              file=sys.stderr)
+        return 2
+    if argv is None:
+        sys.argv[1:] = redact_argv(sys.argv[1:])  # wandb records the command line: no API key in it
+    with console_on_main_only():  # several processes: only rank 0 prints
+        status = run_nodes(args)
+    record_exit_status(status)
+    return status
+
+
+def launch(args: argparse.Namespace, argv: list[str]) -> int:
+    """Re-run this command in --num-processes processes through accelerate (see generation/launch.py)."""
+    try:
+        for _, config_path, _ in planned_nodes(args):  # bad paths and names exit 2 before anything starts
+            read_yaml(config_path)
+        return launch_processes(args.num_processes, args.distributed, Path(__file__).resolve(), strip_launch_flags(argv))
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def strip_launch_flags(argv: list[str]) -> list[str]:
+    """argv without --num-processes / --distributed (the children must not launch again)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item in ("--num-processes", "--distributed"):
+            skip = True
+            continue
+        if item.startswith(("--num-processes=", "--distributed=")):
+            continue
+        kept.append(item)
+    return kept
+
+
+def run_nodes(args: argparse.Namespace) -> int:
+    """Run every planned node in turn; the exit status of the first one that did not finish, else 0."""
     try:
         plan = planned_nodes(args)
         if args.sweep:
@@ -93,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             if status:
                 return report_stop(f"node {node_name}", status, skipped=len(plan) - index - 1, what="node")
     except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if is_main_process():  # every rank gets the same error: say it once
+            print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
