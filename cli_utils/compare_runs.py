@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python cli_utils/<tool>.py`
     sys.path.insert(0, str(ROOT))
 
+from cli_utils.cli_io import CliInputError, read_utf8  # noqa: E402
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_files import read_jsonl  # noqa: E402
 
 KEY_SETTINGS = (
@@ -92,14 +93,14 @@ def run_facts(run_dir: Path, window: int) -> dict[str, Any]:
     summary: dict = {}
     if (run_dir / "summary.json").is_file():
         try:
-            loaded = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+            loaded = json.loads(read_utf8(run_dir / "summary.json"))
             summary = loaded if isinstance(loaded, dict) else {}
         except json.JSONDecodeError:
             pass
     config: dict = {}
     if (run_dir / "config.resolved.yaml").is_file():
         try:
-            loaded = yaml.safe_load((run_dir / "config.resolved.yaml").read_text(encoding="utf-8"))
+            loaded = yaml.safe_load(read_utf8(run_dir / "config.resolved.yaml"))
             config = flatten(loaded) if isinstance(loaded, dict) else {}
         except yaml.YAMLError:
             pass
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(compare_runs(args.run_dirs, window=max(1, args.window)))
-    except FileNotFoundError as error:
+    except (FileNotFoundError, CliInputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -25,14 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python cli_utils/<tool>.py`
+    sys.path.insert(0, str(ROOT))
+
+from cli_utils.cli_io import CliInputError, read_utf8, writable_file  # noqa: E402
+
 FORMATS = ("sharegpt", "messages", "prompt-completion")
 EXAMPLES_FILE = "high_scoring_examples.jsonl"
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 FROM_SHAREGPT = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
-class ExportError(Exception):
-    """Bad input the user can fix (a missing file, an unknown format); exit status 2."""
+class ExportError(CliInputError):
+    """Bad input the user can fix (a missing file, an unknown format, an unusable output path); exit status 2."""
 
 
 @dataclass
@@ -175,10 +181,10 @@ def export_high_scoring(
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
-    report = ExportReport(output=Path(output), format=fmt, files=input_files(inputs))
+    report = ExportReport(output=writable_file(output), format=fmt, files=input_files(inputs))
     kept: dict[str, Example] = {}  # dedup key -> best example so far, in first-seen order
     for path in report.files:
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_utf8(path).splitlines():
             if not line.strip():
                 continue
             report.lines += 1
@@ -206,7 +212,10 @@ def export_high_scoring(
             kept[key] = example
     report.written = len(kept)
     if kept:
-        write_jsonl_atomically(report.output, [format_example(e, fmt, with_scores) for e in kept.values()])
+        try:
+            write_jsonl_atomically(report.output, [format_example(e, fmt, with_scores) for e in kept.values()])
+        except OSError as error:
+            raise ExportError(f"cannot write {report.output}: {error.strerror or error}") from None
     return report
 
 
@@ -240,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         report = export_high_scoring(args.inputs, args.output, fmt=args.format, threshold=args.threshold,
                                      score_key=args.score_key, best_per_prompt=args.best_per_prompt,
                                      with_scores=args.with_scores)
-    except ExportError as error:
+    except CliInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(report.describe())

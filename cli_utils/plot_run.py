@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python cli_utils/<tool>.py`
     sys.path.insert(0, str(ROOT))
 
+from cli_utils.cli_io import CliInputError, writable_dir  # noqa: E402
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_files import read_jsonl  # noqa: E402
 
 METRICS_FILE = "metrics.jsonl"
@@ -207,7 +208,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     metrics_path = run_dir / METRICS_FILE if run_dir.is_dir() else run_dir
     if not metrics_path.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir}")
-    out = Path(out_dir) if out_dir is not None else metrics_path.parent / "plots"
+    out = writable_dir(out_dir if out_dir is not None else metrics_path.parent / "plots")
     records = read_metrics(metrics_path)
     train = [r for r in records if not is_eval_record(r)]
     evals = [r for r in records if is_eval_record(r)]
@@ -291,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         written = plot_run(args.run_dir, args.out)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, CliInputError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot write the plots: {error.strerror or error}", file=sys.stderr)
         return 2
     if not written:
         print(f"error: {args.run_dir}/{METRICS_FILE} has nothing to plot yet", file=sys.stderr)
