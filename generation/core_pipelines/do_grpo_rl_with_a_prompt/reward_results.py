@@ -92,4 +92,4 @@ def _describe(value: Any) -> str:
     if hasattr(value, "ndim"):
         kind = f"{value.ndim}-D {kind}"
     article = "an" if kind[0].lower() in "aeiou" else "a"
-    return f"{article} {kind} ({_SHORT.repr(value)})"
+    return f"{article} {kind} ({' '.join(_SHORT.repr(value).split())})"
