@@ -32,7 +32,7 @@ __all__ = ["BadRow", "DataError", "open_reader", "JsonlReader", "JsonArrayReader
 
 _CHUNK = 8 << 20
 _INDEX_THREADS = 4
-_PARQUET_BATCH = 32_768
+_PARQUET_BATCH = 8_192
 
 
 class DataError(UserInputError, ValueError):
