@@ -136,7 +136,7 @@ def generic_llm_reward(
         cot_start=cot_start, cot_end=cot_end, format_fail_score=format_fail_score, fallback_score=fallback_score,
         clamp=clamp_out_of_range, aggregate=aggregate, groupwise=judge_mode == "groupwise",
         timeout=timeout, max_retries=max_retries,
-        cache=open_cache(cache_path or DEFAULT_CACHE_PATH) if cache else None,
+        cache_path=(cache_path or DEFAULT_CACHE_PATH) if cache else None,
         prices=(price_per_prompt_token, price_per_completion_token),
         watch=FailureWatch(metric_name, max_failure_share, max_failed_steps),
     )
@@ -214,15 +214,23 @@ class LLMJudgeReward:
     def __init__(self, *, name: str, prompt: JudgePrompt, criteria: list[Criterion], backend: Any, model: str,
                  sampling: dict, cot_start: Optional[str], cot_end: Optional[str], format_fail_score: float,
                  fallback_score: Optional[float], clamp: bool, aggregate: str, groupwise: bool, timeout: float,
-                 max_retries: int, cache: Optional[JudgeCache], prices: tuple, watch: FailureWatch):
+                 max_retries: int, cache_path: Optional[str], prices: tuple, watch: FailureWatch):
         self.__name__ = name
         self.name, self.prompt, self.criteria, self.backend, self.model = name, prompt, criteria, backend, model
         self.sampling, self.cot_start, self.cot_end = sampling, cot_start, cot_end
         self.format_fail_score, self.fallback_score, self.clamp = format_fail_score, fallback_score, clamp
         self.aggregate, self.groupwise, self.timeout, self.max_retries = aggregate, groupwise, timeout, max_retries
-        self.cache, self.prices, self.watch = cache, prices, watch
+        self.cache_path, self.prices, self.watch = cache_path, prices, watch
+        self._cache: Optional[JudgeCache] = None
         self.tag_names = [c.name for c in criteria]
         self.last_metrics: dict[str, float] = {}
+
+    @property
+    def cache(self) -> Optional[JudgeCache]:
+        """The answer cache, opened (and its file created) at the first judge call: a dry run writes nothing."""
+        if self._cache is None and self.cache_path is not None:
+            self._cache = open_cache(self.cache_path)
+        return self._cache
 
     def __repr__(self) -> str:
         return (f"LLMJudgeReward(name={self.name!r}, model={self.model!r}, backend={self.backend!r}, "
