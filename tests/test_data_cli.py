@@ -89,7 +89,9 @@ def test_dry_run_plan_shows_layout_sample_and_warns_about_empty_answers(tmp_path
     number = int(sample_prompt.split("What is ")[1].split(" ")[0])
     assert f"  sample answer: {2 * number}" in out
     assert "  sample prompt: [system] Be brief. | [user] Tell me" in out and "  sample answer: (empty)" in out
-    assert "warning: dataset 'bare': every reference answer is empty, yet final_answer_match read `answer`" in out
+    assert "  columns for rewards besides answer: data_source, extra_info.index" in out
+    assert "warning: dataset 'bare': every reference answer is empty, yet these rewards read `answer` and get " \
+           "no signal from it: final_answer_match;" in out
     assert "warning: dataset 'verl'" not in out
 
 

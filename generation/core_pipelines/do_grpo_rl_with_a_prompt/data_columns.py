@@ -191,18 +191,18 @@ def is_missing(value: Any) -> bool:
 
 
 def extra_columns(row: dict, consumed: set[str]) -> dict[str, Any]:
-    """The row's other fields as scalar columns: nested objects flattened to dotted names, reserved ones renamed."""
+    """The row's other fields as scalar columns, in row order: nested objects flattened to dotted names (up to
+    MAX_FLATTEN_DEPTH levels), reserved names renamed row_<name>."""
     extras: dict[str, Any] = {}
-    stack = [("", row, 0)]
-    while stack:
-        prefix, mapping, depth = stack.pop()
+
+    def add(mapping: dict, prefix: str, depth: int) -> None:
         for key, value in mapping.items():
             name = f"{prefix}{key}"
             if name in consumed:
                 continue
             if isinstance(value, dict):
                 if depth + 1 < MAX_FLATTEN_DEPTH:
-                    stack.append((f"{name}.", value, depth + 1))
+                    add(value, f"{name}.", depth + 1)
             elif value is None or isinstance(value, (str, int, float, bool)):
                 if isinstance(value, str):
                     check_unicode(value, f"column '{name}'")
@@ -212,6 +212,8 @@ def extra_columns(row: dict, consumed: set[str]) -> dict[str, Any]:
                         raise BadRow(f"column '{name[len(RENAMED_PREFIX):]}' must be renamed {name} (TRL or this "
                                      f"node passes a reward argument of that name), but the row also has '{name}'")
                 extras[name] = value
+
+    add(row, "", 0)
     return extras
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from .data_columns import BASE_COLUMNS
+
 if TYPE_CHECKING:
     from .config import GRPOPipelineConfig
     from .data import SampledData
@@ -42,15 +44,19 @@ def describe_data(config: "GRPOPipelineConfig", data: "SampledData", plan: "Rewa
             renamed = ", ".join(f"{column[4:]} -> {column}" for column in report.renamed_columns[name])
             lines.append(f"  renamed columns (TRL or this node passes reward arguments of these names): {renamed}")
         rows = rows_by_dataset.get(name, [])
+        columns = [key for key in (rows[0] if rows else {}) if key not in BASE_COLUMNS
+                   and any(row[key] is not None for row in rows)]
+        if columns:
+            lines.append(f"  columns for rewards besides answer: {shorten(', '.join(columns))}")
         if rows:
             lines.append(f"  sample prompt: {shorten_messages(rows[0]['prompt'])}")
             lines.append(f"  sample answer: {shorten(rows[0]['answer']) if rows[0]['answer'] else '(empty)'}")
         readers = answer_readers(dataset, plan.per_dataset.get(name, []))
         if rows and readers and not any(str(row["answer"]).strip() for row in rows):
             warnings.append(
-                f"warning: dataset '{name}': every reference answer is empty, yet {', '.join(readers)} "
-                "read `answer` and get no signal: set the dataset's answer_column (a dotted path such as "
-                "reward_model.ground_truth)"
+                f"warning: dataset '{name}': every reference answer is empty, yet these rewards read `answer` "
+                f"and get no signal from it: {', '.join(readers)}; set the dataset's answer_column (a dotted "
+                "path such as reward_model.ground_truth)"
             )
     return "\n".join(lines + warnings)
 
