@@ -108,6 +108,15 @@ def test_prompt_template_is_checked_with_the_config(template, message):
         DatasetConfig(path="d.jsonl", prompt_template=template)
 
 
+def test_prompt_column_and_template_together_are_refused():
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetConfig
+
+    with pytest.raises(ValidationError, match="give prompt_column or prompt_template"):
+        DatasetConfig(path="d.jsonl", prompt_template="Q: {q}", prompt_column="q")
+    with pytest.raises(ValidationError, match="not a field name or dotted path"):
+        DatasetConfig(path="d.jsonl", answer_column="reward_model..ground_truth")
+
+
 def test_column_settings_on_a_conversation_file_are_refused(tmp_path):
     path = write(tmp_path / "s.jsonl", [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}])
     with pytest.raises(DataError, match="answer_column / system_column need prompt_column or prompt_template"):

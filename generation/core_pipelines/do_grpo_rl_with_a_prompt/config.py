@@ -479,6 +479,12 @@ class DatasetConfig(Section):
             raise ValueError(f"'{value}' is not a field name or dotted path (e.g. reward_model.ground_truth)")
         return value
 
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> "DatasetConfig":
+        if self.prompt_template and self.prompt_column:
+            raise ValueError("give prompt_column or prompt_template (which names the fields it uses), not both")
+        return self
+
     @property
     def display_name(self) -> str:
         return self.name or Path(self.path).stem
