@@ -107,10 +107,11 @@ def check_integrations(params: dict, source: str) -> None:
 
 
 def key_named_in(message: str, params: dict, user_keys: set[str]) -> Optional[str]:
-    """The training_parameters key a TRL error message is about: one it names, else one whose value it quotes."""
-    for key in sorted(user_keys, key=len, reverse=True):
-        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message):
-            return key
+    """The training_parameters key a TRL error message is about: the first it names, else one whose value it quotes."""
+    named = [(match.start(), key) for key in user_keys
+             for match in [re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message)] if match]
+    if named:
+        return min(named)[1]
     for key in sorted(user_keys):
         value = params.get(key)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value) and \
