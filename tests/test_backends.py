@@ -203,6 +203,48 @@ def test_exclude_modules_leave_those_modules_without_lora(tiny_model_dir):
     assert lora_modules and all(".layers.1." in name for name in lora_modules)
 
 
+def test_training_mode_is_described_for_the_plan():
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends import describe_training_mode
+
+    assert describe_training_mode(make_config(lora_rank=8, lora_alpha=16, exclude_modules=["o_proj"]).model) == \
+        "LoRA r=8 alpha=16 on all-linear except o_proj"
+    assert describe_training_mode(make_config(apply_lora=False).model).startswith("full fine-tuning: every weight")
+
+
+def test_full_fine_tuning_memory_is_weights_gradients_and_adam_moments():
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.trl_backend import (
+        describe_full_fine_tuning,
+        full_fine_tuning_memory,
+    )
+
+    # 1e9 float32 parameters: 4 GB weights + 4 GB gradients + 8 GB for Adam's two float32 moments
+    assert full_fine_tuning_memory(10**9, 4) == {"weights": 4e9, "gradients": 4e9, "optimizer state": 8e9,
+                                                  "total": 16e9}
+    assert full_fine_tuning_memory(10**9, 2, "sgd")["optimizer state"] == 4e9
+    line = describe_full_fine_tuning(135_000_000, 4)
+    assert line.startswith("full fine-tuning: 135.0M parameters train; memory about 2.01 GiB")
+
+
+def test_four_bit_loading_is_refused_without_cuda_even_past_the_config(tmp_path):
+    """A config built elsewhere (validated on a GPU machine) still cannot load 4-bit here: a clear error."""
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.trl_backend import (
+        four_bit_load_kwargs,
+        load_four_bit_model,
+    )
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import four_bit_problem
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import ModelSource
+
+    import torch
+
+    quantization = four_bit_load_kwargs(torch.bfloat16)["quantization_config"]
+    assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
+    assert quantization.bnb_4bit_use_double_quant and quantization.bnb_4bit_compute_dtype == torch.bfloat16
+    if four_bit_problem() is None:
+        pytest.skip("this machine can load 4-bit models")
+    with pytest.raises(BackendUnavailableError, match="model.load_in_4bit: .*CUDA"):
+        load_four_bit_model(ModelSource(str(tmp_path)), "auto", make_config().training_parameters)
+
+
 def test_peft_kwargs_match_the_trl_path():
     config = make_config(lora_rank=4, lora_alpha=8, lora_dropout=0.1)
     ours, theirs = unsloth_peft_kwargs(config), lora_config_kwargs(config.model, 7)
@@ -464,3 +506,28 @@ def test_a_few_steps_then_the_saved_adapter_gives_the_same_logits(backend, tmp_p
         actual = reloaded(input_ids=torch.tensor([[5, 17, 42, 99, 7, 3]], device="cuda")).logits.float().cpu()
     tolerance = 1e-4 if dtype == torch.float32 else 3e-2 * float(expected.abs().max()) + 1e-3
     assert float((actual - expected).abs().max()) <= tolerance
+
+
+@needs_gpu
+def test_qlora_on_the_trl_backend_trains_lora_over_a_4bit_base(tmp_path, tiny_model_dir, monkeypatch):
+    pytest.importorskip("bitsandbytes")
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt import pipeline
+    from test_pipeline_e2e import tiny_config
+
+    config = tiny_config(tmp_path, tiny_model_dir)
+    raw = yaml.safe_load(config.read_text())
+    raw["model"].update(backend="trl", load_in_4bit=True)
+    config.write_text(yaml.safe_dump(raw))
+    kept = {}
+
+    def keep(config, name):
+        kept["loaded"] = load_model(config, name)
+        return kept["loaded"]
+
+    monkeypatch.setattr(pipeline, "load_model", keep)
+    outcome = pipeline.run_grpo_pipeline(config)
+    assert outcome.steps == 3
+    model = kept["loaded"].model
+    assert any(type(module).__name__ == "Linear4bit" for module in model.modules())  # the base really is 4-bit
+    assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()
+    assert any(p.abs().max() > 0 for n, p in model.named_parameters() if "lora_B" in n)

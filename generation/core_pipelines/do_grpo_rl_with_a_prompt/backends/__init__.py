@@ -29,6 +29,20 @@ class LoadedModel:
     grpo_kwargs: dict = field(default_factory=dict)  # GRPOConfig arguments this generation path needs
 
 
+def describe_training_mode(model_config: Any) -> str:
+    """The training mode in a few words, for the run plan: LoRA / QLoRA with its shape, or full fine-tuning."""
+    if not model_config.apply_lora:
+        return ("full fine-tuning: every weight trains, final/ holds the whole model; memory about 16 bytes per "
+                "parameter in float32 with Adam (weights + gradients + 2 moments), 12 in bfloat16, plus activations")
+    kind = "QLoRA (4-bit NF4 base)" if model_config.load_in_4bit else "LoRA"
+    targets = model_config.target_modules
+    targets = targets if isinstance(targets, str) else ", ".join(targets)
+    excluded = model_config.exclude_modules
+    if excluded:
+        targets += f" except {excluded if isinstance(excluded, str) else ', '.join(excluded)}"
+    return f"{kind} r={model_config.lora_rank} alpha={model_config.lora_alpha} on {targets}"
+
+
 def cuda_available() -> bool:
     """True when torch sees a CUDA GPU (imports torch only if it is installed)."""
     if importlib.util.find_spec("torch") is None:

@@ -148,6 +148,11 @@ def load_unsloth_model(config: Any) -> LoadedModel:
     if config.model.apply_lora:
         torch.manual_seed(config.training_parameters.seed)  # LoRA init is random: make it repeatable
         model = FastLanguageModel.get_peft_model(model, **unsloth_peft_kwargs(config))
+    else:
+        from .trl_backend import describe_full_fine_tuning, parameter_count
+
+        optimizer = (config.training_parameters.model_extra or {}).get("optim")
+        print(describe_full_fine_tuning(parameter_count(model), model.dtype.itemsize, optimizer))
 
     vllm_kwargs = vllm_grpo_kwargs(config, vllm_importable(), on_gpu=True)
     if load_kwargs["fast_inference"] and getattr(model, "vllm_engine", None) is None:
