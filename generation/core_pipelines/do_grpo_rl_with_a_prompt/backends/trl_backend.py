@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..config import GRPOPipelineConfig
-from ..model_loading import load_causal_lm, load_tokenizer, resolve_model_source
+from ..model_loading import load_causal_lm, load_tokenizer, resolve_model_source, resolve_torch_dtype
 from . import BackendUnavailableError, LoadedModel
 from .generation import generation_path, vllm_grpo_kwargs, vllm_importable
 
@@ -33,7 +33,9 @@ def lora_config_kwargs(model_config: Any, seed: int) -> dict:
 
 
 def four_bit_load_kwargs(compute_dtype: Any) -> dict:
-    """from_pretrained arguments for QLoRA: NF4 weights with double quantization, compute in `compute_dtype`."""
+    """from_pretrained arguments for QLoRA: NF4 weights with double quantization, compute in `compute_dtype`,
+    on this process's GPU (each rank its own under accelerate)."""
+    from accelerate import PartialState
     from transformers import BitsAndBytesConfig
 
     return {"quantization_config": BitsAndBytesConfig(
@@ -41,7 +43,7 @@ def four_bit_load_kwargs(compute_dtype: Any) -> dict:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
-    ), "device_map": {"": 0}}
+    ), "device_map": {"": PartialState().local_process_index}}
 
 
 def load_trl_model(config: GRPOPipelineConfig) -> LoadedModel:
@@ -69,7 +71,11 @@ def load_trl_model(config: GRPOPipelineConfig) -> LoadedModel:
     )
     if config.training_parameters.model_stop_sequences and not engine["use_vllm"]:
         install_stop_sequences(model, tokenizer)
-    return LoadedModel(model, tokenizer, "trl", generation_path("trl", engine), engine)
+    grpo_kwargs = dict(engine)
+    if model_config.load_in_4bit:  # k-bit preparation keeps norms and LoRA in float32: mixed precision follows the compute dtype
+        compute = str(resolve_torch_dtype(model_config.dtype)).removeprefix("torch.")
+        grpo_kwargs.update(bf16=compute == "bfloat16", fp16=compute == "float16")
+    return LoadedModel(model, tokenizer, "trl", generation_path("trl", engine), grpo_kwargs)
 
 
 def load_four_bit_model(source: Any, dtype: str, training_parameters: Any) -> Any:
@@ -77,7 +83,6 @@ def load_four_bit_model(source: Any, dtype: str, training_parameters: Any) -> An
     from peft import prepare_model_for_kbit_training
 
     from ..config import four_bit_problem
-    from ..model_loading import resolve_torch_dtype
 
     problem = four_bit_problem()
     if problem:
