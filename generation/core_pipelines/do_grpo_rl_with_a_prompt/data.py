@@ -192,12 +192,12 @@ def _sample_file(dataset, name, requested, strict, seed, base_dir, report, eval_
     if renamed:
         report.renamed_columns[name] = renamed
     first_turn = _rng(seed, name, "turn").random(len(drawn)) < dataset.single_turn_ratio
-    rows = []
+    rows, dataset_name = [], dataset.display_name
     for (source, conversation), first in zip(drawn, first_turn):
         target = conversation.targets[0 if dataset.force_single_turn or first else -1]
         prompt = _with_system_prompt(conversation.messages[:target], dataset.system_prompt)
         answer = conversation.messages[target]["content"]
-        rows.append({"prompt": prompt, "answer": answer, "dataset_name": dataset.display_name,
+        rows.append({"prompt": prompt, "answer": answer, "dataset_name": dataset_name,
                      "source": source, **conversation.extras})
     return rows
 
