@@ -127,3 +127,56 @@ def test_secrets_are_redacted_everywhere():
     assert redacted["datasets"][0]["eval_llm_api_key"] == "***"
     assert redacted["datasets"][0]["reward_funcs"][0]["eval_llm_api_key"] == "***"
     assert redact_secrets({"eval_llm_api_key_env": "MY_KEY"}) == {"eval_llm_api_key_env": "MY_KEY"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("datasets.1.path=x", "--set datasets.1.path: datasets is a list of 1 item(s): use an index from 0 to 0, got '1'"),
+    ("datasets.-1.path=x", "got '-1'"),
+    ("model.base_model_name.size=3", "--set model.base_model_name.size: model.base_model_name is a plain value ('m')"),
+    ("model.lora_rank={a: [", "--set model.lora_rank: the value is not valid YAML"),
+    ("model..lora_rank=3", "empty key in the path"),
+])
+def test_bad_overrides_name_the_set_argument(override, message):
+    raw = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    with pytest.raises(ConfigError) as error:
+        apply_override(raw, override)
+    assert message in str(error.value)
+    assert raw == MINIMAL  # nothing half-applied
+
+
+def test_overrides_create_missing_and_empty_sections():
+    raw = {"model": {"base_model_name": "m"}, "datasets": [{"path": "d"}], "reward": None}
+    apply_override(raw, "reward.score_save_threshold=0.5")
+    apply_override(raw, "dataset_settings.total_rows=10")
+    apply_override(raw, "datasets.0.reward_funcs=[{name: max_length}]")
+    config = validate_config(raw)
+    assert config.reward.score_save_threshold == 0.5 and config.dataset_settings.total_rows == 10
+    assert config.datasets[0].reward_funcs[0].name == "max_length"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the file is empty"),
+    (b"# only a comment\n", "the file is empty"),
+    (b"- a\n- b\n", "expected a mapping of sections (training_parameters, model, datasets, ...) at the top level, got a list"),
+    (b"model:\n  base_model_name: caf\xe9\n", ":2: not UTF-8 text (byte 0xe9 at offset 29)"),
+])
+def test_unusable_files_are_config_errors_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}:") and message in str(error.value)
+
+
+def test_a_directory_is_not_a_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="it is a directory"):
+        load_config(tmp_path)
+
+
+def test_redaction_keeps_prices_and_tokenizer_tokens_visible():
+    raw = {"reward_funcs": [{"name": "generic_llm_reward", "price_per_prompt_token": 1e-6, "max_tokens": 300,
+                             "apikey": "k1", "openai_key": "k2"}], "chat": {"pad_token": "<pad>"}}
+    redacted = redact_secrets(raw)
+    assert redacted["reward_funcs"][0] == {"name": "generic_llm_reward", "price_per_prompt_token": 1e-6,
+                                           "max_tokens": 300, "apikey": "***", "openai_key": "***"}
+    assert redacted["chat"] == {"pad_token": "<pad>"}

@@ -10,7 +10,12 @@ import yaml
 
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.parsing import criteria_from_config, parse_judgement
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.prompt import NODE_DIR, load_prompt, resolve_prompt_path
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.prompt import (
+    NODE_DIR,
+    load_prompt,
+    missing_tags,
+    resolve_prompt_path,
+)
 
 EXAMPLES = sorted((NODE_DIR / "prompts" / "evaluation_prompts").glob("*.yaml"))
 PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
@@ -40,6 +45,7 @@ def test_examples_load_open_with_a_comment_and_name_their_score_types(path):
     user = next(m["content"] for m in reversed(rendered) if m["role"] == "user")
     for criterion in criteria:
         assert f"<{criterion.name}>" in user
+    assert missing_tags(prompt, [c.name for c in criteria]) == []  # the start-up check passes them
     assert "<<<BEGIN RESPONSE>>>\n4\n<<<END RESPONSE>>>" in user
     assert (NODE_DIR / entry["system_prompt_path"]).is_file()
 
@@ -106,3 +112,9 @@ def test_groupwise_render_numbers_the_responses_and_explains_the_format(tmp_path
     assert "<<<BEGIN RESPONSE 1>>>\na\n<<<END RESPONSE 1>>>\n\n<<<BEGIN RESPONSE 2>>>\nb\n<<<END RESPONSE 2>>>" in user
     assert "There are 2 responses" in user and "<response_2>\n<helpfulness>…</helpfulness>\n<safe>…</safe>\n</response_2>" in user
     assert rendered[0]["content"] == "Judge."
+
+
+def test_missing_tags_finds_criteria_the_prompt_never_asks_for(tmp_path):
+    prompt = load_prompt(write(tmp_path, [{"role": "user", "content": "{output_text}\nAnswer <Helpfulness>N</Helpfulness>"
+                                                                      " and < clarity >N</clarity>; accuracy matters."}]))
+    assert missing_tags(prompt, ["helpfulness", "clarity", "accuracy", "helpful"]) == ["accuracy", "helpful"]

@@ -372,3 +372,57 @@ class TestStartUpErrors:
             _, metrics = run(reward, ["four"])
         assert metrics["cost"] == pytest.approx(metrics["prompt_tokens"] * 1e-6 + metrics["completion_tokens"] * 2e-6)
         assert metrics["cost"] > 0
+
+
+class TestConfigTimeChecks:
+    """Mistakes that used to pass --dry-run and fail every judge call after the model loaded."""
+
+    def options(self, tmp_path, **kwargs):
+        make_reward("http://127.0.0.1:9/v1", tmp_path, cache=False)  # writes the prompt file (asks for <helpfulness>)
+        return dict(system_prompt_path=str(tmp_path / "judge_prompt.yaml"), eval_llm_name="judge",
+                    eval_llm_base_url="http://127.0.0.1:9/v1", cache_path=str(tmp_path / "c.sqlite"),
+                    score_types=[{"name": "helpfulness", "type": "score", "min": 1, "max": 10}], **kwargs)
+
+    @pytest.mark.parametrize("kwargs, message", [
+        (dict(score_types=[{"name": "helpfulnes", "type": "score", "min": 1, "max": 10}]),
+         r"score_types \['helpfulnes'\] never appear as a tag in .*judge_prompt.yaml"),
+        (dict(score_types=[{"name": "helpfulness", "type": "score", "min": 1, "max": 10},
+                           {"name": "Think", "type": "autofail"}]), r"\['Think'\] are reserved"),
+        (dict(score_types=[{"name": "response_1", "type": "autofail"}]), r"\['response_1'\] are reserved"),
+        (dict(eval_llm_base_url="api.openai.com/v1"), r"not a usable URL \(no scheme"),
+        (dict(eval_llm_base_url="htps://api.openai.com/v1"), r"the scheme must be http or https, got 'htps'"),
+        (dict(eval_llm_base_url="http://127.0.0.1:99999/v1"), r"Port out of range"),
+        (dict(eval_llm_base_url="http://:8000/v1"), r"no host name"),
+        (dict(eval_llm_base_url="local:nobody/no-such-judge"), r"'nobody/no-such-judge' is not in the local Hugging Face "
+                                                               r"cache and HF_HUB_OFFLINE is set"),
+        (dict(eval_llm_api_key="sk-a\nsk-b"), r"contains spaces or control characters inside it"),
+    ])
+    def test_refused_when_the_run_starts(self, tmp_path, kwargs, message):
+        options = self.options(tmp_path)
+        options.update(kwargs)
+        with pytest.raises(ConfigError, match=message):
+            generic_llm_reward(**options)
+        assert not (tmp_path / "c.sqlite").exists()
+
+    def test_a_key_with_a_trailing_newline_is_stripped_before_it_is_sent(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("JUDGE_KEY", "  sk-from-a-file\n")
+        with JudgeServer(by_response(score_by_word)) as server:
+            options = self.options(tmp_path, eval_llm_api_key_env="JUDGE_KEY")
+            options["eval_llm_base_url"] = server.base_url
+            rewards, _ = run(generic_llm_reward(**options), ["four"])
+        assert rewards == [pytest.approx(8 / 9)]
+        assert server.headers[0]["authorization"] == "Bearer sk-from-a-file"
+
+    def test_a_blank_key_variable_is_refused(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("JUDGE_KEY", " \n")
+        with pytest.raises(ConfigError, match="JUDGE_KEY, which is not set \\(or blank\\)"):
+            generic_llm_reward(**self.options(tmp_path, eval_llm_api_key_env="JUDGE_KEY"))
+
+    def test_the_cache_file_appears_only_with_the_first_call(self, tmp_path):
+        with JudgeServer(by_response(score_by_word)) as server:
+            options = self.options(tmp_path)
+            options["eval_llm_base_url"] = server.base_url
+            reward = generic_llm_reward(**options)
+            assert not (tmp_path / "c.sqlite").exists()
+            run(reward, ["four"])
+        assert (tmp_path / "c.sqlite").exists()

@@ -607,8 +607,9 @@ def read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}): "
-                          "save the file as UTF-8") from None
+        line = error.object[:error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                          f"{error.start}): save the file as UTF-8") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the file: {error.strerror or error}") from None
     except yaml.YAMLError as error:
