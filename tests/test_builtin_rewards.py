@@ -21,6 +21,7 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards import (
     length,
     length_shaping,
     math_equivalence,
+    math_worker,
     reasoning_steps,
     repetition,
     tags,
@@ -103,7 +104,7 @@ class TestContract:
 
     @pytest.mark.parametrize(
         "module",
-        [answers, common, formatting, gec, ifeval, length, length_shaping, math_equivalence, reasoning_steps,
+        [answers, common, formatting, gec, ifeval, length, length_shaping, math_equivalence, math_worker, reasoning_steps,
          repetition, tags],
     )
     def test_doctests(self, module):
