@@ -380,6 +380,25 @@ class TestMathMode:
         assert not thread.is_alive()
         assert results == [[1.0, 0.0]]
 
+    def test_helpers_start_from_a_script_without_a_main_guard(self, tmp_path):
+        """multiprocessing's spawn would re-run such a script in each child; our helpers are plain processes."""
+        script = tmp_path / "train.py"
+        script.write_text(
+            "import sys, threading\n"
+            f"sys.path.insert(0, {str(ROOT)!r})\n"
+            "from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards.answers import final_answer_match\n"
+            "reward = final_answer_match(mode='math')\n"
+            "out = []\n"
+            "t = threading.Thread(target=lambda: out.append(reward([[]] * 2, [r'\\boxed{\\sqrt{12}}', r'\\boxed{3}'],"
+            " answer=[r'2\\sqrt{3}'] * 2)))\n"
+            "t.start(); t.join()\n"
+            "print('RESULT', out)\n"
+        )
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("RESULT") == 1 and "RESULT [[1.0, 0.0]]" in result.stdout
+        assert "Traceback" not in result.stderr
+
     def test_bad_timeout(self):
         with pytest.raises(ValueError):
             answers.final_answer_match(mode="math", timeout_s=0.5)
