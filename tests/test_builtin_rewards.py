@@ -579,3 +579,28 @@ class TestRepetitionPenalty:
             repetition.repetition_penalty(ngram_size=0)
         with pytest.raises(ValueError):
             repetition.repetition_penalty(max_penalty=-1)
+
+
+class TestThroughTheCombinedReward:
+    """The way training calls a built-in: resolved from a config, inside CombinedReward (sync rewards in a
+    worker thread, TRL's log_metric forwarded in the columns)."""
+
+    def test_math_mode_and_unparsed_reference_metric(self):
+        import asyncio
+
+        from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import validate_config
+        from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewarding import CombinedReward, resolve_rewards
+
+        config = validate_config({
+            "model": {"base_model_name": "m"},
+            "datasets": [{"path": "a.jsonl", "reward_funcs": [{"name": "final_answer_match", "mode": "math"}]}],
+        })
+        combined = CombinedReward(resolve_rewards(config))
+        metrics = {}
+        prompts = [[{"role": "user", "content": "q"}]] * 3
+        completions = [r"\boxed{2\sqrt{3}}", r"\boxed{3}", r"\boxed{1}"]
+        scores = asyncio.run(combined(prompts, completions, answer=[r"\sqrt{12}", r"\sqrt{12}", "forty two"],
+                                      log_metric=metrics.__setitem__))
+        assert scores == [1.0, 0.0, None]
+        assert metrics["rewards/final_answer_match/unparsed_reference"] == 1.0
+        assert metrics["rewards/final_answer_match/none_count"] == 1.0
