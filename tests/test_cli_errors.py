@@ -101,6 +101,12 @@ def test_settings_that_can_never_train_exit_2_before_torch(tmp_path, training, f
     assert "TORCH=False" in result.stdout
 
 
+def test_zero_training_rows_fail_the_dry_run(tmp_path):
+    config = make_project(tmp_path)
+    result = dry_run(tmp_path, config, "--set", "datasets.0.percentage=0")
+    assert_user_error(result, str(config), "the datasets give no training rows")
+
+
 def test_the_world_size_counts_in_the_generation_batch(tmp_path):
     config = make_project(tmp_path, {"per_device_train_batch_size": 2, "num_generations": 4})
     result = dry_run(tmp_path, config, env={"WORLD_SIZE": "3"})

@@ -71,6 +71,9 @@ def run_grpo_pipeline(
 
     # 2. Data: sampled first (cheap), so a bad file fails fast.
     data = sample_datasets(config.datasets, config.dataset_settings, seed=seed, base_dir=base_dir)
+    if not data.train_rows:
+        raise ConfigError(f"{config_path}: the datasets give no training rows (each gives its percentage of "
+                          "dataset_settings.total_rows, less bad rows and its eval_percentage): raise them")
 
     # 3. Rewards: every name resolved, every initializer run once, before the model loads. Then TRL's
     #    GRPOConfig is built from ours (this imports TRL), so a value TRL refuses fails here, not after loading.
