@@ -189,7 +189,8 @@ def main() -> None:
             base = measure([sys.executable, "-c", BASELINE_CODE, str(path), cache])
         finally:
             shutil.rmtree(cache, ignore_errors=True)
-        print(f"[{case}] baseline load_dataset + map (all rows):  {base[0]:6.2f} s  {base[1]:7.0f} MB  -> {base[2]} rows")
+        print(f"[{case}] baseline load_dataset + map (all rows):  {base[0]:6.2f} s  {base[1]:7.0f} MB  "
+              f"-> {base[2]} rows")
         print(f"[{case}] ratio baseline/ours: time x{base[0] / ours[0]:.1f}, peak RSS x{base[1] / ours[1]:.1f}")
 
 

@@ -21,7 +21,8 @@ def run_cli(config: dict, tmp_path: Path, *flags: str) -> subprocess.CompletedPr
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "run_augmentoolkit.py"), "--node", "grpo-rl-pipeline", "--config", str(path), *flags],
+        [sys.executable, str(ROOT / "run_augmentoolkit.py"), "--node", "grpo-rl-pipeline", "--config", str(path),
+         *flags],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
     )
 
@@ -57,7 +58,8 @@ def test_a_hub_id_not_cached_offline_exits_2_naming_the_dataset(tmp_path, tiny_m
 
 
 def test_a_bad_row_under_strict_exits_2_naming_file_and_line(tmp_path, tiny_model_dir):
-    path = write(tmp_path / "d.jsonl", [{"question": "q1", "answer": "1"}, "{broken", {"question": "q3", "answer": "3"}])
+    rows = [{"question": "q1", "answer": "1"}, "{broken", {"question": "q3", "answer": "3"}]
+    path = write(tmp_path / "d.jsonl", rows)
     config = config_for(tmp_path, tiny_model_dir, [{"path": str(path)}], strict=True)
     result = run_cli(config, tmp_path, "--dry-run")
     assert_user_error(result, f"{path}:2: broken JSON line", "(dataset_settings.strict is on)")
@@ -65,7 +67,8 @@ def test_a_bad_row_under_strict_exits_2_naming_file_and_line(tmp_path, tiny_mode
 
 def test_a_percentage_above_one_exits_2(tmp_path, tiny_model_dir):
     path = write(tmp_path / "d.jsonl", [{"question": "q", "answer": "a"}])
-    result = run_cli(config_for(tmp_path, tiny_model_dir, [{"path": str(path), "percentage": 1.5}]), tmp_path, "--dry-run")
+    config = config_for(tmp_path, tiny_model_dir, [{"path": str(path), "percentage": 1.5}])
+    result = run_cli(config, tmp_path, "--dry-run")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "datasets.0.percentage: Input should be less than or equal to 1" in result.stderr
 
@@ -98,9 +101,10 @@ def test_dry_run_plan_shows_layout_sample_and_warns_about_empty_answers(tmp_path
 @pytest.mark.parametrize("mode, expected", [("error", 2), ("left", 0)])
 def test_truncation_error_stops_before_training_and_left_keeps_the_row(tmp_path, tiny_model_dir, mode, expected):
     path = tmp_path / "long.jsonl"
-    path.write_text("".join(json.dumps({"question": "the cat sat on a mat " * 30, "answer": "yes"}) + "\n" for _ in range(4)))
-    config = config_for(tmp_path, tiny_model_dir, [{"path": str(path), "reward_funcs": [{"name": "max_length", "max_words": 5}]}],
-                        truncation=mode)
+    row = json.dumps({"question": "the cat sat on a mat " * 30, "answer": "yes"})
+    path.write_text(f"{row}\n" * 4)
+    dataset = {"path": str(path), "reward_funcs": [{"name": "max_length", "max_words": 5}]}
+    config = config_for(tmp_path, tiny_model_dir, [dataset], truncation=mode)
     config["training_parameters"]["max_prompt_length"] = 24
     result = run_cli(config, tmp_path)
     assert result.returncode == expected, result.stdout[-2000:] + result.stderr[-3000:]

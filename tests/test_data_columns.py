@@ -46,7 +46,8 @@ def test_each_layout_in_each_file_type(tmp_path, kind, ext):
             assert row[key] == value
     assert data.report.layouts["d"].startswith(f"layout {layout} (auto-detected)")
     if kind == "verl":  # every other field reaches rewards; the mapped ones are not repeated
-        assert {row["extra_info.index"] for row in data.train_rows} == {int(r["prompt"][0]["content"][1:]) for r in data.train_rows}
+        indices = {int(row["prompt"][0]["content"][1:]) for row in data.train_rows}
+        assert {row["extra_info.index"] for row in data.train_rows} == indices
         assert "reward_model.ground_truth" not in data.train_rows[0]
 
 
@@ -73,7 +74,8 @@ def test_dotted_columns_reach_nested_fields_and_numbers_become_text(tmp_path):
     data = sample([spec], total_rows=4)
     for row in data.train_rows:
         i = int(row["answer"])
-        assert row["prompt"] == [{"role": "system", "content": "be exact"}, {"role": "user", "content": f"what is {i}?"}]
+        assert row["prompt"] == [{"role": "system", "content": "be exact"},
+                                 {"role": "user", "content": f"what is {i}?"}]
         assert row["q.lang"] == "en" and "meta.gold" not in row and "q.text" not in row
     assert "(configured)" in data.report.layouts["n"]
 
@@ -118,7 +120,8 @@ def test_prompt_column_and_template_together_are_refused():
 
 
 def test_column_settings_on_a_conversation_file_are_refused(tmp_path):
-    path = write(tmp_path / "s.jsonl", [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}])
+    turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    path = write(tmp_path / "s.jsonl", [{"conversations": turns}])
     with pytest.raises(DataError, match="answer_column / system_column need prompt_column or prompt_template"):
         sample([{"path": str(path), "answer_column": "x"}], total_rows=1)
 
@@ -135,7 +138,8 @@ def test_unknown_layout_points_at_the_column_settings(tmp_path):
 
 
 def test_columns_named_like_trl_reward_arguments_are_renamed_and_reported(tmp_path):
-    reserved = {name: f"v-{name}" for name in ("prompts", "completions", "completion_ids", "trainer_state", "log_metric")}
+    names = ("prompts", "completions", "completion_ids", "trainer_state", "log_metric")
+    reserved = {name: f"v-{name}" for name in names}
     path = write(tmp_path / "r.jsonl", [{"question": "q", "answer": "a", **reserved}])
     data = sample([{"path": str(path)}], total_rows=1)
     row = data.train_rows[0]

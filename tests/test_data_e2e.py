@@ -27,7 +27,8 @@ def records_columns():
 def hostile_jsonl(path):
     """Good rows, plus a lone surrogate (line 2) and nesting too deep for json (line 3)."""
     good = [json.dumps({"question": f"the dog {i}?", "answer": str(i)}) for i in range(4)]
-    lines = [good[0], '{"question": "bad \\ud800", "answer": "1"}', '{"question": ' + "[" * 100_000 + "]" * 100_000 + "}"]
+    deep = '{"question": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    lines = [good[0], '{"question": "bad \\ud800", "answer": "1"}', deep]
     path.write_text("\n".join(lines + good[1:]) + "\n")
     return path
 

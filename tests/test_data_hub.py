@@ -92,7 +92,8 @@ def test_streaming_skips_bad_rows_and_draws_replacements(tmp_path):
     write(directory / "train.jsonl", rows)
     data = sample([{"path": str(directory), "name": "b", "streaming": True}], total_rows=27)
     assert len(data.train_rows) == 27 and data.report.per_dataset["b"]["skipped_bad"] == 3
-    assert all("stream#" in example and "empty text in 'question'" in example for example in data.report.bad_row_examples)
+    examples = data.report.bad_row_examples
+    assert all("stream#" in example and "empty text in 'question'" in example for example in examples)
 
 
 def test_a_hub_id_that_is_not_cached_while_offline_names_the_dataset(monkeypatch):

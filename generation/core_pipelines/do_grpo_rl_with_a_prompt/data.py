@@ -188,7 +188,8 @@ def _sample_file(dataset, name, requested, strict, seed, base_dir, report, eval_
                 if entry["skipped_bad"] <= BAD_EXAMPLES_PER_DATASET:
                     report.bad_row_examples.append(f"{source}: {reason}")
     entry["sampled"], entry["capped"] = len(drawn), len(drawn) < requested and not eval_only
-    renamed = sorted({key for _, c in drawn for key in c.extras if key.startswith(RENAMED_PREFIX) and key[4:] in _RESERVED})
+    renamed = sorted({key for _, conversation in drawn for key in conversation.extras
+                      if key.startswith(RENAMED_PREFIX) and key[len(RENAMED_PREFIX):] in _RESERVED})
     if renamed:
         report.renamed_columns[name] = renamed
     first_turn = _rng(seed, name, "turn").random(len(drawn)) < dataset.single_turn_ratio

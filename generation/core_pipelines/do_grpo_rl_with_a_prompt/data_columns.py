@@ -9,7 +9,7 @@ set on the dataset overrides that part of it:
 | sharegpt          | `conversations`                | the turns before the target assistant turn       | that turn |
 | messages          | `messages`                     | (same, OpenAI roles)   | (same)                     |
 | verl              | `prompt` + `reward_model`      | `prompt` (messages)    | `reward_model.ground_truth`|
-| prompt/completion | `prompt`                       | `prompt` (text or messages) | `completion`, else `answer`, else "" |
+| prompt/completion | `prompt`                       | `prompt` (text or messages) | `completion`, else `answer` |
 | question/answer   | `question` + `answer` (GSM8K)  | `question`             | `answer`                   |
 | problem/solution  | `problem` + `answer`/`solution`| `problem`              | `answer`, else `solution`  |
 | alpaca            | `instruction` + `output`       | `instruction` + "\\n\\n" + `input` | `output`       |
@@ -92,7 +92,8 @@ LAYOUTS = (
     (("conversations",), Layout("sharegpt", conversation_key="conversations")),
     (("messages",), Layout("messages", conversation_key="messages")),
     (("prompt", "reward_model"), Layout("verl", prompt=("prompt",), answer=("reward_model.ground_truth",))),
-    (("prompt",), Layout("prompt/completion", prompt=("prompt",), answer=("completion", "answer"), answer_required=False)),
+    (("prompt",), Layout("prompt/completion", prompt=("prompt",), answer=("completion", "answer"),
+                         answer_required=False)),
     (("question", "answer"), Layout("question/answer", prompt=("question",), answer=("answer",))),
     (("problem", "answer"), Layout("problem/solution", prompt=("problem",), answer=("answer", "solution"))),
     (("problem", "solution"), Layout("problem/solution", prompt=("problem",), answer=("solution",))),
@@ -127,7 +128,8 @@ def detect_layout(first_rows: Iterable[Any], dataset: Any, label: str) -> Layout
             f"{label}: rows with '{detected.conversation_key}' take their prompt and answer from the turns; "
             "answer_column / system_column need prompt_column or prompt_template"
         )
-    base = detected if detected is not None and not detected.conversation_key else Layout("columns", answer_required=False)
+    columns_only = detected is not None and not detected.conversation_key
+    base = detected if columns_only else Layout("columns", answer_required=False)
     configured = {part for part, value in settings.items() if value}
     changes: dict[str, Any] = {}
     if template:

@@ -80,7 +80,8 @@ def open_hub_dataset(path: str, local: Optional[Path], dataset: Any) -> HubReade
             loaded = datasets.load_from_disk(str(local))
             if isinstance(loaded, datasets.DatasetDict):
                 if split not in loaded:
-                    raise DataError(f"{label}: no split '{split}' (it has {', '.join(loaded)}); set the dataset's split")
+                    raise DataError(f"{label}: no split '{split}' (it has {', '.join(loaded)}); "
+                                    "set the dataset's split")
                 loaded = loaded[split]
             return StreamReader(loaded.to_iterable_dataset(), label) if dataset.streaming else HubReader(loaded, label)
         loaded = datasets.load_dataset(
@@ -106,7 +107,8 @@ def _one_line(error: Exception) -> str:
 def _hint(path: str, local: Optional[Path]) -> str:
     if local is not None:
         return ""
-    offline = [name for name in _OFFLINE_VARIABLES if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")]
+    truthy = ("1", "true", "yes", "on")
+    offline = [name for name in _OFFLINE_VARIABLES if os.environ.get(name, "").strip().lower() in truthy]
     if offline:
         return (f" (no such file or directory, and {offline[0]}=1 while the hub dataset '{path}' is not in the "
                 "cache: load it once online, or point path at a local file)")

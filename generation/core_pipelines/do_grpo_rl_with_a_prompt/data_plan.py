@@ -64,7 +64,8 @@ def describe_data(config: "GRPOPipelineConfig", data: "SampledData", plan: "Rewa
 def answer_readers(dataset: Any, resolved: list) -> list[str]:
     """Labels of the dataset's rewards that read the `answer` column (see the module doc)."""
     return [
-        reward.label for entry, reward in zip(dataset.reward_funcs, resolved) if reads_answer(entry.name, reward.function)
+        reward.label for entry, reward in zip(dataset.reward_funcs, resolved)
+        if reads_answer(entry.name, reward.function)
     ]
 
 

@@ -40,7 +40,8 @@ class PromptTokens:
         """Counting with the tokenizer's chat template, cutting with its encode/decode (no special tokens)."""
 
         def count(messages: Messages) -> int:
-            return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+            return len(ids)
 
         return cls(
             count=count,
