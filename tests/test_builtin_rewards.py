@@ -309,6 +309,16 @@ class TestNumericIsStrict:
         completions = ["so 24 + 48 = 72 apples.", r"it is \sqrt{2}", "x^2 where x = 2", r"so \frac12"]
         assert call(reward, completions, answer=["72", "2", "2", "0.5"]) == [1.0, 0.0, 1.0, 1.0]
 
+    @pytest.mark.parametrize(
+        "text, value",
+        [("24 + 48 = 72 apples.", 72), ("so -3", -3), ("it is 7.", 7), ("10-3", None), ("a 5-6 range", None),
+         (r"it is \sqrt{2}", None), ("x^2", None), ("2x", None), ("{3}", None), ("5!", None), (r"so \frac34", 0.75),
+         ("\u22125 degrees", -5), ("no number", None)],
+    )
+    def test_last_standalone_number(self, text, value):
+        found = answers.last_number(text)
+        assert (found is None) if value is None else (found == value)
+
     def test_gsm8k_number_right_after_marker(self):
         reward = answers.final_answer_match(answer_style="gsm8k")
         assert call(reward, ["#### 72 clips", "#### 5 + 3 = 8", "#### 8"], answer=["#### 72"] * 2 + ["#### 5 + 3 = 8"]) == [

@@ -41,7 +41,7 @@ _MATH_WORDS = {"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp", "mod", "an
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 # characters that, touching a number, make it part of an expression rather than a stand-alone number
 _EXPRESSION_BEFORE = set("^_{\\/*(") | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_EXPRESSION_AFTER = set("^_}\\/*(!") | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_EXPRESSION_AFTER = set("^_}\\/*(!+-") | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def extract_tag(text: str, tagname: str = "answer") -> str | None:
@@ -115,7 +115,7 @@ def _unwrap(text: str) -> str:
 
 def _plain_text(text: str) -> str:
     """`text` with what does not change a number's value removed: $, thousands {,}, units, %, degrees, x =."""
-    cleaned = _unwrap(text or "")
+    cleaned = _unwrap((text or "").replace("\u2212", "-"))  # U+2212, the typeset minus sign
     cleaned = _FRAC_RE.sub(lambda m: f"{m.group(1) or m.group(2)}/{m.group(3) or m.group(4)}", cleaned)
     for mark in ("\\$", "$", "\\!", "\\,", "\\;", "^{\\circ}", "^\\circ", "°", "\\%", "%", "\\left", "\\right"):
         cleaned = cleaned.replace(mark, "")
@@ -158,11 +158,12 @@ def last_number(text: str) -> Fraction | None:
     (Fraction(72, 1), None, Fraction(3, 4))
     """
     cleaned = _FRAC_RE.sub(lambda m: f" {m.group(1) or m.group(2)}/{m.group(3) or m.group(4)} ", text or "")
-    cleaned = cleaned.replace("\\$", "$").replace("{,}", ",")
+    cleaned = cleaned.replace("\\$", "$").replace("{,}", ",").replace("\u2212", "-")
     for match in reversed(list(re.finditer(rf"({_NUMBER})(?:\s*/\s*({_NUMBER}))?", cleaned))):
         before = cleaned[match.start() - 1] if match.start() else " "
         after = cleaned[match.end()] if match.end() < len(cleaned) else " "
-        if before in _EXPRESSION_BEFORE or after in _EXPRESSION_AFTER:
+        binary_minus = match.group(0)[0] in "+-" and (before.isalnum() or before == ")")  # 10-3: an expression
+        if before in _EXPRESSION_BEFORE or after in _EXPRESSION_AFTER or binary_minus:
             continue
         return parse_number(match.group(0))
     return None
