@@ -98,19 +98,6 @@ def make_metrics_callback(appender: JsonlAppender, extra_metrics: Callable[[], d
     return MetricsFileCallback()
 
 
-def make_progress_reward_callback(progress_callback: Any) -> Any:
-    """A TrainerCallback that shows the latest mean reward on the trainer's own progress bar (with step and ETA)."""
-    from transformers import TrainerCallback
-
-    class RewardOnProgressBar(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
-            bar = getattr(progress_callback, "training_bar", None)
-            if bar is not None and logs and isinstance(logs.get("reward"), (int, float)):
-                bar.set_postfix(reward=f"{logs['reward']:.3f}", refresh=False)
-
-    return RewardOnProgressBar()
-
-
 def reward_trend(records: list[dict], window: int = 5, key: str = "reward") -> tuple[Optional[float], Optional[float]]:
     """Mean of `key` over the first and over the last `window` logged steps (None when not logged)."""
     values = [r[key] for r in records if isinstance(r.get(key), (int, float)) and "eval_" + key not in r]
