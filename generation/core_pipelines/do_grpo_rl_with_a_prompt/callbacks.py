@@ -6,9 +6,11 @@ does not import transformers.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Optional
 
+from .distributed import all_gather, is_distributed, is_main_process
 from .rewarding import COMBINED_REWARD_NAME, ScoredBatch
 from .run_files import JsonlAppender, conversation_record
 
@@ -73,13 +75,39 @@ class BatchLog:
 
 
 def fan_out(*listeners: Callable[[ScoredBatch], None]) -> Callable[[ScoredBatch], None]:
-    """One on_scored hook that calls several listeners in turn."""
+    """One on_scored hook that calls several listeners in turn.
+
+    With several processes the listeners run on the main process only, with every rank's completions of
+    the call gathered into one batch: each completion is written (and counted) exactly once.
+    """
 
     def notify(batch: ScoredBatch) -> None:
+        everything = gather_scored_batch(batch)
+        if everything is None:
+            return
         for listener in listeners:
-            listener(batch)
+            listener(everything)
 
     return notify
+
+
+def gather_scored_batch(batch: ScoredBatch) -> Optional[ScoredBatch]:
+    """Every rank's batch of this reward call, merged in rank order, on the main process (None elsewhere)."""
+    if not is_distributed():
+        return batch
+    parts = all_gather(dataclasses.replace(batch, trainer_state=None))  # the step is the same on every rank
+    if not is_main_process():
+        return None
+    return ScoredBatch(
+        prompts=[prompt for part in parts for prompt in part.prompts],
+        completions=[text for part in parts for text in part.completions],
+        dataset_names=[name for part in parts for name in part.dataset_names],
+        per_reward={label: [score for part in parts for score in part.per_reward[label]] for label in batch.per_reward},
+        combined=[value for part in parts for value in part.combined],
+        sources=[source for part in parts for source in part.sources],
+        mode=batch.mode,
+        trainer_state=batch.trainer_state,
+    )
 
 
 def make_metrics_callback(appender: JsonlAppender, extra_metrics: Callable[[], dict]) -> Any:
@@ -88,7 +116,7 @@ def make_metrics_callback(appender: JsonlAppender, extra_metrics: Callable[[], d
 
     class MetricsFileCallback(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
-            if not logs:
+            if not logs or not is_main_process():  # TRL's logs are already averaged over every rank
                 return
             record = {"step": state.global_step, "epoch": state.epoch, "wall_time": time.time()}
             record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str, bool)) or v is None})

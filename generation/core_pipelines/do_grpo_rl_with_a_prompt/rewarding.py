@@ -24,6 +24,7 @@ from generation.errors import UserInputError
 from generation.registry import UnknownNameError
 
 from .config import GRPOPipelineConfig, SEED_DATASET_LLM_KEYS
+from .distributed import gather_lists, is_distributed, score_on_every_rank
 from .post_processors import check_scaling_kwargs, get_combination_function, get_scaling_function
 from .reward_registry import RewardFunction, check_initializer_kwargs, load_reward_modules
 from .reward_calls import RewardCaller
@@ -191,7 +192,7 @@ class CombinedReward:
     async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[Optional[float]]:
         texts = [completion_text(c, self.stop_sequences) for c in completions]
         dataset_names = columns.get("dataset_name") or [next(iter(self.plan.per_dataset))] * len(texts)
-        per_reward = await self._score_all(prompts, texts, dataset_names, columns)
+        per_reward = await score_on_every_rank(self._score_all(prompts, texts, dataset_names, columns))
 
         combined: list[Optional[float]] = []
         for i, dataset in enumerate(dataset_names):
@@ -206,7 +207,12 @@ class CombinedReward:
                 self.mode_probe(), columns.get("trainer_state"),
             ))
         groups = group_ids_for(prompts, columns.get("source"))
-        return self._scale(combined, groups, **self.scaling_kwargs)
+        if not is_distributed():
+            return self._scale(combined, groups, **self.scaling_kwargs)
+        # several processes: a prompt's group can be spread over ranks, so scale the whole step's batch
+        everyone, start = gather_lists(combined)
+        everyones_groups, _ = gather_lists(groups)
+        return self._scale(everyone, everyones_groups, **self.scaling_kwargs)[start:start + len(combined)]
 
     async def _score_all(self, prompts, texts, dataset_names, columns) -> dict[str, list[Optional[float]]]:
         """Every reward's score for every completion (None where it does not apply or has no opinion).

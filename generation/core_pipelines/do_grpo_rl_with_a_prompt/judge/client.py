@@ -85,6 +85,20 @@ class Limits:
     requests_per_minute: Optional[float] = None
     tokens_per_minute: Optional[float] = None
 
+    def per_process(self, processes: int) -> "Limits":
+        """This process's share when `processes` processes run the same judge: the configured limits hold for
+        the whole run (each process gets 1/N of the concurrency and of the per-minute budgets)."""
+        if processes <= 1:
+            return self
+        if self.max_concurrency < processes:
+            raise ValueError(f"max_concurrency {self.max_concurrency} is below the {processes} processes of this run: "
+                             f"each needs at least one request slot (set max_concurrency >= {processes})")
+        return Limits(
+            self.max_concurrency // processes,
+            self.requests_per_minute / processes if self.requests_per_minute else None,
+            self.tokens_per_minute / processes if self.tokens_per_minute else None,
+        )
+
     def tighten(self, other: "Limits") -> None:
         """Keep the strictest of both (None means no limit)."""
         self.max_concurrency = min(self.max_concurrency, other.max_concurrency)

@@ -1,0 +1,219 @@
+"""Several processes on CPU (gloo): real 2-process runs of the tiny model through the real launchers.
+
+What must hold with N processes: every step once in metrics.jsonl, every completion of every rank once in
+the high-scoring file and batches.jsonl, complete checkpoints, the same after kill -9 and a rerun, and an
+LLM judge that sees no more concurrent requests than the configured (whole-run) limit.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from generation.launch import accelerate_launch_command, check_accelerate_config, resolve_accelerate_config, template_names
+from generation.errors import UserInputError
+from judge_server import JudgeServer, by_response
+from test_pipeline_e2e import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PROCESSES = 2
+PER_DEVICE_BATCH = 4
+MAX_STEPS = 4
+COMPLETIONS_PER_STEP = PROCESSES * PER_DEVICE_BATCH
+
+
+def distributed_config(tmp_path: Path, model_dir: Path, **training) -> Path:
+    """Save every completion (threshold far below any score), checkpoint every 2 steps."""
+    settings = {"max_steps": MAX_STEPS, "save_steps": 2, "save_total_limit": None,
+                "per_device_train_batch_size": PER_DEVICE_BATCH, **training}
+    path = tiny_config(tmp_path, model_dir, **settings)
+    config = yaml.safe_load(path.read_text())
+    config["reward"]["score_save_threshold"] = -1e9
+    config["dataset_settings"]["total_rows"] = 16
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def launch(command: list[str], **popen) -> subprocess.Popen:
+    """A command in its own process group (so kill -9 reaches every rank)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **popen)
+
+
+def node_args(config: Path) -> list[str]:
+    return ["--node", "grpo-rl-pipeline", "--config", str(config)]
+
+
+def num_processes(config: Path, *extra: str) -> list[str]:
+    """Our shortcut: `python run_augmentoolkit.py --num-processes 2 ...` (accelerate underneath)."""
+    return [sys.executable, str(ROOT / "run_augmentoolkit.py"), "--num-processes", str(PROCESSES), *extra, *node_args(config)]
+
+
+def torchrun(config: Path) -> list[str]:
+    """A user's own launcher: `torchrun --nproc_per_node 2 -- run_augmentoolkit.py ...`."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(PROCESSES),
+            "--", str(ROOT / "run_augmentoolkit.py"), *node_args(config)]
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def finish(process: subprocess.Popen, timeout: float = 400) -> str:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def kill_9_with_every_descendant(process: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every rank (torchrun starts its workers in sessions of their own)."""
+    import psutil
+
+    family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    process.wait()
+    psutil.wait_procs(family, timeout=30)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_run_files_exact(run: Path, steps: int) -> None:
+    """Each step once per file; every completion of both ranks exactly once; checkpoints complete."""
+    train_logs = [m for m in jsonl(run / "metrics.jsonl") if "loss" in m or "reward" in m and "eval_reward" not in m]
+    assert [m["step"] for m in train_logs] == list(range(1, steps + 1))
+    examples = jsonl(run / "high_scoring_examples.jsonl")
+    assert collections.Counter(e["step"] for e in examples) == {step: COMPLETIONS_PER_STEP for step in range(1, steps + 1)}
+    batches = jsonl(run / "batches.jsonl")
+    assert [b["step"] for b in batches] == list(range(1, steps + 1))
+    prompts_per_step = COMPLETIONS_PER_STEP // 4  # num_generations 4
+    assert all(len(b["sources"]) == prompts_per_step for b in batches)
+    for checkpoint in sorted((run / "checkpoints").glob("checkpoint-*")):
+        names = {p.name for p in checkpoint.iterdir()}
+        assert {"adapter_model.safetensors", "trainer_state.json", "rng_state_0.pth", "rng_state_1.pth"} <= names, names
+    assert not list((run / "checkpoints").glob(".staging/checkpoint-*"))  # every staged checkpoint was published
+    assert (run / "final" / "adapter_model.safetensors").is_file()
+    assert yaml.safe_load((run / "config.resolved.yaml").read_text())["launch"] == {"world_size": PROCESSES}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, tiny_model_dir) -> tuple[Path, str]:
+    tmp_path = tmp_path_factory.mktemp("two_processes")
+    output = finish(launch(num_processes(distributed_config(tmp_path, tiny_model_dir))))
+    return tmp_path / "run", output
+
+
+def test_num_processes_runs_two_ranks_and_writes_each_row_once(two_process_run):
+    run, output = two_process_run
+    assert_run_files_exact(run, MAX_STEPS)
+    assert "accelerate.commands.launch" in output  # the command a user could type is printed
+    assert output.count("=== GRPO run plan ===") == 1  # only rank 0 prints
+
+
+def test_kill_9_of_the_whole_launch_then_rerun_resumes_exactly(tmp_path, tiny_model_dir, two_process_run):
+    config = distributed_config(tmp_path, tiny_model_dir)
+    run = tmp_path / "run"
+    process = launch(torchrun(config))
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "checkpoint-2").is_dir():
+        assert process.poll() is None, process.stdout.read()[-4000:]
+        assert time.monotonic() < deadline, "checkpoint-2 did not appear"
+        time.sleep(0.2)
+    kill_9_with_every_descendant(process)
+    assert not (run / "final").exists()
+
+    output = finish(launch(torchrun(config)))
+    assert "resuming from" in output
+    assert_run_files_exact(run, MAX_STEPS)
+    # the same rows per step as the uninterrupted run (same seed, same number of processes)
+    uninterrupted, _ = two_process_run
+    names = lambda batches: [[Path(s).name for s in b["sources"]] for b in batches]  # noqa: E731
+    assert names(jsonl(run / "batches.jsonl")) == names(jsonl(uninterrupted / "batches.jsonl"))
+
+
+def test_resuming_with_another_number_of_processes_is_refused_before_the_model_loads(two_process_run):
+    run, _ = two_process_run
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run_augmentoolkit.py"), "--node", "grpo-rl-pipeline", "--config",
+         str(run.parent / "config.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "launch.world_size: 2 -> 1" in completed.stderr
+
+
+def test_a_judge_shared_by_two_processes_stays_within_the_global_concurrency(tmp_path, tiny_model_dir):
+    (tmp_path / "prompt.yaml").write_text(yaml.safe_dump([
+        {"role": "system", "content": "You grade answers."},
+        {"role": "user", "content": "Question: {input_text}\nAnswer:\n{output_text}\nGrade as <quality>N</quality>."},
+    ]))
+    config_path = distributed_config(tmp_path, tiny_model_dir, max_steps=2, save_steps=2)
+    config = yaml.safe_load(config_path.read_text())
+    with JudgeServer(by_response(lambda text: {"quality": 1 + len(text) % 10}), latency=0.2) as server:
+        config["datasets"][0]["reward_funcs"] = [{
+            "name": "generic_llm_reward", "system_prompt_path": str(tmp_path / "prompt.yaml"),
+            "eval_llm_name": "loopback-judge", "eval_llm_base_url": server.base_url, "eval_llm_api_key": "sk-loopback",
+            "cache_path": str(tmp_path / "judge_cache.sqlite"), "max_concurrency": 2, "timeout": 10,
+            "score_types": [{"name": "quality", "type": "score", "min": 1, "max": 10}],
+        }]
+        config_path.write_text(yaml.safe_dump(config))
+        finish(launch(num_processes(config_path)))
+        calls, most_at_once = server.calls, server.max_in_flight
+    assert calls == 2 * COMPLETIONS_PER_STEP  # every completion of both ranks judged once
+    assert 1 <= most_at_once <= 2  # 2 for the whole run: one slot per process
+
+
+def test_templates_are_valid_accelerate_configs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    assert {"ddp", "zero2", "zero3_offload", "fsdp"} <= set(template_names())
+    for name in template_names():
+        path = resolve_accelerate_config(name)
+        load_config_from_file(str(path))  # accelerate's own reader accepts every key
+    assert check_accelerate_config(resolve_accelerate_config("ddp"), has_cuda=False) == "MULTI_GPU"
+    with pytest.raises(UserInputError, match="needs NVIDIA GPUs"):
+        check_accelerate_config(resolve_accelerate_config("zero2"), has_cuda=False)
+    with pytest.raises(UserInputError, match="neither a template"):
+        resolve_accelerate_config("zero9")
+    command = accelerate_launch_command(4, resolve_accelerate_config("ddp"), ROOT / "run_augmentoolkit.py", ["--dry-run"])
+    assert command[command.index("--num_processes") + 1] == "4" and command[-1] == "--dry-run"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--num-processes", "2", "--distributed", "no_such_template"], "neither a template"),
+    (["--num-processes", "2", "--distributed", "zero2"], "needs NVIDIA GPUs"),
+    (["--distributed", "ddp"], "--distributed goes with --num-processes"),
+])
+def test_bad_launch_flags_exit_2_with_one_message(arguments, message):
+    completed = subprocess.run([sys.executable, str(ROOT / "run_augmentoolkit.py"), *arguments, "--dry-run"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert message in completed.stderr and "Traceback" not in completed.stderr
+
+
+@pytest.mark.skipif(gpu_count() < 2, reason="needs 2 CUDA GPUs")
+@pytest.mark.parametrize("template", ["zero2", "fsdp"])
+def test_sharded_training_on_two_gpus(tmp_path, tiny_model_dir, template):
+    pytest.importorskip("deepspeed") if template == "zero2" else None
+    config = distributed_config(tmp_path, tiny_model_dir)
+    finish(launch(num_processes(config, "--distributed", template)))
+    assert_run_files_exact(tmp_path / "run", MAX_STEPS)
