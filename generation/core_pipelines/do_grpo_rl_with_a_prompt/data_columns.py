@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Iterable, Optional
 
 ROLES = {
@@ -78,14 +79,15 @@ class Layout:
         kind = "configured" if self.configured else "auto-detected"
         return f"layout {self.name} ({kind}): " + ", ".join(parts)
 
-    def consumed(self) -> set[str]:
+    @cached_property
+    def consumed(self) -> frozenset[str]:
         """The fields this layout reads (they are not passed on as columns)."""
         used = set(self.prompt) | set(self.answer) | ({self.system} if self.system else set())
         if self.conversation_key:
             used.add(self.conversation_key)
         if self.template:
             used |= set(template_fields(self.template))
-        return used
+        return frozenset(used)
 
 
 LAYOUTS = (
@@ -164,7 +166,7 @@ def to_conversation(row: Any, layout: Layout) -> Conversation:
     """Check one raw row and return its Conversation; BadRow with the reason otherwise."""
     if not isinstance(row, dict):
         raise BadRow(f"row is a JSON {type(row).__name__}, not an object")
-    consumed = layout.consumed()
+    consumed = layout.consumed
     if layout.conversation_key:
         conversation = _turns(row, layout.conversation_key)
     else:
@@ -192,7 +194,7 @@ def is_missing(value: Any) -> bool:
     return value is _MISSING
 
 
-def extra_columns(row: dict, consumed: set[str]) -> dict[str, Any]:
+def extra_columns(row: dict, consumed: "set[str] | frozenset[str]") -> dict[str, Any]:
     """The row's other fields as scalar columns, in row order: nested objects flattened to dotted names (up to
     MAX_FLATTEN_DEPTH levels), reserved names renamed row_<name>."""
     extras: dict[str, Any] = {}
