@@ -516,6 +516,15 @@ class TestGecEditF1:
                       references=[["He went home.", "He goes home."]]) == [1.0]
         assert reward([user("He go home.")], ["He goes home."], references=[[]]) == [None]
 
+    def test_long_texts_with_edits_at_both_ends(self):
+        """Too large for the exact table (300 x 300 tokens): difflib's anchors split it, edits still exact."""
+        middle = " ".join(f"w{i}" for i in range(296))
+        source = f"He go to {middle} at mat ."
+        target = f"He goes to {middle} on the mat ."
+        assert len(gec.tokenize(source)) ** 2 > gec.MAX_CELLS
+        assert gec.edit_counts(source, target, target) == (3, 0, 0)
+        assert gec.edit_counts(source, f"He goes to {middle} at the mat .", target) == (2, 0, 1)
+
     def test_long_texts_stay_cheap(self):
         source = " ".join(f"w{i}" for i in range(3000))
         assert gec.edit_counts(source, source.replace("w1500 ", "x "), source) == (0, 1, 0)

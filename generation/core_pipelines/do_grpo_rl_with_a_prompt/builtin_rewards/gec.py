@@ -86,12 +86,34 @@ def align(source: list[str], corrected: list[str]) -> list[tuple[str, int, int]]
     suffix = 0
     while suffix < min(len(source), len(corrected)) - prefix and source[-1 - suffix] == corrected[-1 - suffix]:
         suffix += 1
-    middle = _align_middle(source[prefix : len(source) - suffix], corrected[prefix : len(corrected) - suffix])
+    middle = _align_large(source[prefix : len(source) - suffix], corrected[prefix : len(corrected) - suffix])
     return (
         [("M", i, i) for i in range(prefix)]
         + [(op, i + prefix, j + prefix) for op, i, j in middle]
         + [("M", len(source) - suffix + k, len(corrected) - suffix + k) for k in range(suffix)]
     )
+
+
+MAX_CELLS = 40_000  # above this many DP cells (a rewrite, not a correction) difflib's anchors split the work
+
+
+def _align_large(source: list[str], corrected: list[str]) -> list[tuple[str, int, int]]:
+    """The exact alignment when small; otherwise difflib's matching blocks as anchors, aligned between them
+    exactly where small and position by position where even a block is too large."""
+    if len(source) * len(corrected) <= MAX_CELLS:
+        return _align_middle(source, corrected)
+    ops: list[tuple[str, int, int]] = []
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, source, corrected, autojunk=False).get_opcodes():
+        if tag == "equal":
+            ops += [("M", i1 + k, j1 + k) for k in range(i2 - i1)]
+        elif (i2 - i1) * (j2 - j1) <= MAX_CELLS:
+            ops += [(op, i + i1, j + j1) for op, i, j in _align_middle(source[i1:i2], corrected[j1:j2])]
+        else:
+            shared = min(i2 - i1, j2 - j1)
+            ops += [("S" if source[i1 + k] != corrected[j1 + k] else "M", i1 + k, j1 + k) for k in range(shared)]
+            ops += [("D", i, j1 + shared) for i in range(i1 + shared, i2)]
+            ops += [("I", i1 + shared, j) for j in range(j1 + shared, j2)]
+    return ops
 
 
 def _align_middle(source: list[str], corrected: list[str]) -> list[tuple[str, int, int]]:
