@@ -183,3 +183,26 @@ def judge_entry(tmp_path: Path, **overrides) -> dict:
 def test_judge_mistakes_fail_the_dry_run(tmp_path, overrides, fragment):
     config = make_project(tmp_path, reward=judge_entry(tmp_path, **overrides))
     assert_user_error(dry_run(tmp_path, config), str(config), "generic_llm_reward", fragment)
+
+
+# ------------------------------------------------------------------------------- secrets on the command line
+
+
+def test_a_key_given_with_set_never_reaches_wandbs_files(tmp_path, tiny_model_dir):
+    from judge_server import JudgeServer, by_response
+    from test_judge_e2e import judge_config
+
+    secret = "sk-live-on-the-command-line-123"
+    with JudgeServer(by_response(lambda text: {"quality": 7})) as server:
+        config = judge_config(tmp_path, tiny_model_dir, server.base_url)
+        result = run_cli(tmp_path, "--node", "grpo-rl-pipeline", "--config", str(config),
+                         "--set", "training_parameters.max_steps=1", "--set", "training_parameters.report_to=wandb",
+                         "--set", f"datasets.0.reward_funcs.1.eval_llm_api_key={secret}",
+                         env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert server.headers[0]["authorization"] == f"Bearer {secret}"  # the judge got the real key
+    records = list((tmp_path / "wandb").rglob("*.wandb"))  # an offline run keeps its metadata (argv) in here
+    assert records and b"eval_llm_api_key=***" in records[0].read_bytes()
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert secret.encode() not in path.read_bytes(), path
