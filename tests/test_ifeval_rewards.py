@@ -47,6 +47,14 @@ class TestScoring:
         good = "Write a CL description. Hi, Le and TJ, please check this out."
         assert score([good, "Hi. Write a CL description."], ids, kwargs) == [1.0, 0.0]
 
+    def test_language_detection_is_deterministic(self):
+        # google-research instruction_following_eval/instructions_test.py: test_language_detection_seed_is_fixed,
+        # test_response_multilanguage
+        ids, kwargs = ["language:response_language"], [{"language": "es"}]
+        results = {tuple(score(["Desayunamos en McDonald's hoy"], ids, kwargs)) for _ in range(5)}
+        assert results == {(1.0,)}
+        assert score(["Today we visit the Louvre"], ids, [{"language": "en"}]) == [1.0]
+
     def test_empty_response_scores_zero(self):
         assert score(["", "   "], [NO_COMMA], [{}]) == [0.0, 0.0]
 

@@ -57,9 +57,12 @@ def checker_registry(sentence_splitter: str = "regex") -> dict[str, type]:
     Raises ValueError when if-verifiable is not installed, or punkt is asked for and its data is missing.
     """
     try:
+        import langdetect
         from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
     except ImportError as error:
         raise ValueError(f"ifeval_instructions needs the if-verifiable package (pip install if-verifiable): {error}")
+    # language checks are random without a seed; Google's current instructions.py fixes it at 0 too
+    langdetect.DetectorFactory.seed = 0
     if sentence_splitter == "punkt":
         import nltk
 
