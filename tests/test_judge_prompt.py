@@ -118,3 +118,10 @@ def test_missing_tags_finds_criteria_the_prompt_never_asks_for(tmp_path):
     prompt = load_prompt(write(tmp_path, [{"role": "user", "content": "{output_text}\nAnswer <Helpfulness>N</Helpfulness>"
                                                                       " and < clarity >N</clarity>; accuracy matters."}]))
     assert missing_tags(prompt, ["helpfulness", "clarity", "accuracy", "helpful"]) == ["accuracy", "helpful"]
+
+
+def test_a_prompt_file_that_is_not_utf8_is_a_start_up_error(tmp_path):
+    path = tmp_path / "judge.yaml"
+    path.write_bytes(b"- role: user\n  content: caf\xe9 {output_text}\n")
+    with pytest.raises(ConfigError, match=r"judge.yaml: not UTF-8 text \(byte 0xe9"):
+        load_prompt(path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import os
 import re
 from contextlib import contextmanager
 from functools import lru_cache
@@ -24,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from generation.errors import UserInputError
 from generation.registry import did_you_mean
+
+from .distributed import world_size  # the one place that reads WORLD_SIZE
 
 
 class ConfigError(UserInputError, ValueError):
@@ -201,14 +202,6 @@ class TrainingParameters(Section):
 
 NODE_ONLY_TRAINING_KEYS = ("max_prompt_length", "chat_template", "model_stop_sequences", "sample_every", "kl_loss_type")
 """training_parameters keys the node handles itself and never passes to GRPOConfig."""
-
-
-def world_size() -> int:
-    """Processes that train together (torchrun and accelerate set WORLD_SIZE); 1 when not launched distributed."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
 
 
 def generation_batch_problem(batch_size: int, accumulation: int, num_generations: int, steps_per_generation: Any,

@@ -19,7 +19,8 @@ from typing import Any, Optional
 from generation.registry import did_you_mean
 
 from .backends.generation import vllm_grpo_kwargs, vllm_importable
-from .config import ConfigError, GRPOPipelineConfig, world_size
+from .config import ConfigError, GRPOPipelineConfig
+from .distributed import world_size
 from .run_files import RunPaths
 from .training import grpo_config_kwargs
 

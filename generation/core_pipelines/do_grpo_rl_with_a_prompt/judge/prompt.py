@@ -97,6 +97,9 @@ def load_prompt(path: str | Path) -> JudgePrompt:
         data = yaml.safe_load(resolved.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError(f"{resolved}: YAML syntax error: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{resolved}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})"
+                          ) from None
     if not isinstance(data, list) or not data:
         raise ConfigError(f"{resolved}: expected a non-empty list of {{role, content}} messages")
     messages = []
