@@ -357,7 +357,8 @@ class RewardSettings(Section):
         "(post_processors.py; each reward's 'weight' applies)."
     )
     scaling_function: str = Field(
-        "identity", description="Scales a batch of combined rewards: identity, group_standardize, rank, clip."
+        "identity", description="Scales a batch of combined rewards: identity, group_standardize, rank, clip, or one of "
+        "verl's advantage estimators: grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline, grpo_passk."
     )
     scaling_kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments for the scaling function (e.g. clip's low/high).")
     high_scoring_save_path: Optional[str] = Field(
