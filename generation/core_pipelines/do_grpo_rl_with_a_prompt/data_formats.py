@@ -117,7 +117,7 @@ class ParquetReader:
         for group in np.unique(groups):
             members = np.sort(wanted[groups == group]) - self.group_starts[group]
             offset = 0
-            for batch in self.file.iter_batches(batch_size=_PARQUET_BATCH, row_groups=[int(group)], use_threads=False):
+            for batch in self.file.iter_batches(batch_size=_PARQUET_BATCH, row_groups=[int(group)]):
                 low, high = np.searchsorted(members, [offset, offset + batch.num_rows])
                 if high > low:
                     # one-row slices, not batch.take: take loads Arrow's compute kernels (about 50 MB more RSS)
