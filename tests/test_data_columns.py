@@ -102,6 +102,7 @@ def test_prompt_template_builds_the_user_turn_and_a_missing_field_is_a_bad_row(t
 
 
 @pytest.mark.parametrize("template, message", [("Solve it", "names no field"), ("Solve {}", "must name a field"),
+                                               ("Solve {{ question }}", "single braces"),
                                                ("Solve {q", "expected '}'"), ("{a[0]}", "dotted names")])
 def test_prompt_template_is_checked_with_the_config(template, message):
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetConfig

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import re
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from generation.errors import UserInputError
 from generation.registry import did_you_mean
@@ -463,7 +460,8 @@ class DatasetConfig(Section):
         from .data_columns import template_fields
 
         if value is not None and not template_fields(value):
-            raise ValueError("names no field: write fields in braces, e.g. 'Solve: {question}'")
+            jinja = " (single braces: {{ }} writes a literal brace)" if "{{" in value else ""
+            raise ValueError(f"names no field: write fields in braces, e.g. 'Solve: {{question}}'{jinja}")
         return value
 
     @field_validator("prompt_column", "answer_column", "system_column")
@@ -574,186 +572,6 @@ class GRPOPipelineConfig(Section):
         return self
 
 
-# ------------------------------------------------------------------------------------------- loading
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> GRPOPipelineConfig:
-    """Read, override (`section.key=value`, values parsed as YAML) and validate a config file.
-
-    Raises ConfigError with the file, the key path and a did-you-mean hint on any problem.
-    """
-    path = Path(path)
-    raw = read_yaml(path)
-    if raw is None:
-        raise ConfigError(f"{path}: the file is empty; a config needs at least model.base_model_name and datasets")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (training_parameters, model, datasets, ...) at the "
-                          f"top level, got a {type(raw).__name__}")
-    for override in overrides or []:
-        apply_override(raw, override)
-    return validate_config(raw, source=str(path))
-
-
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; a syntax error, non-UTF-8 text or an unreadable file becomes a ConfigError naming it."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        line = error.object[:error.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
-                          f"{error.start}): save the file as UTF-8") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the file: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-
-
-def apply_override(raw: dict, override: str) -> None:
-    """Apply one `a.b.c=value` override to the raw config mapping (value parsed as YAML; list items by index).
-
-    A bad path (an index past the end, a key under a plain value) or a value that is not YAML is a ConfigError
-    naming the --set argument.
-    """
-    if "=" not in override:
-        raise ConfigError(f"--set expects section.key=value, got '{override}'")
-    dotted, value_text = override.split("=", 1)
-    dotted = dotted.strip()
-    keys = dotted.split(".")
-    if not all(keys):
-        raise ConfigError(f"--set {dotted}: empty key in the path (write section.key=value)")
-    try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
-    except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"--set {dotted}: the value is not valid YAML ({problem}); quote it, e.g. "
-                          f"--set '{dotted}=\"...\"'") from None
-    target: Any = raw
-    for depth, key in enumerate(keys):
-        where = ".".join(keys[:depth]) or "the config"
-        last = depth == len(keys) - 1
-        if isinstance(target, list):
-            if not key.isdigit() or int(key) >= len(target):
-                raise ConfigError(f"--set {dotted}: {where} is a list of {len(target)} item(s): use an index from 0 to "
-                                  f"{len(target) - 1}, got '{key}'")
-            index: Any = int(key)
-        elif isinstance(target, dict):
-            index = key
-            if not last and target.get(key) is None:
-                target[key] = {}
-        else:
-            raise ConfigError(f"--set {dotted}: {where} is a plain value ({target!r}), not a section with keys")
-        if last:
-            target[index] = value
-        else:
-            target = target[index]
-
-
-@contextmanager
-def naming_the_file(path: str | Path):
-    """Re-raise a UserInputError from config-time checks (rewards, backend, GRPOConfig) with the config file named."""
-    try:
-        yield
-    except UserInputError as error:
-        if str(path) not in str(error):
-            error.args = (f"{path}: {error}", *error.args[1:])
-        raise
-
-
-def validate_config(raw: dict, source: str = "<config>") -> GRPOPipelineConfig:
-    """Validate a raw mapping; every problem is reported at once, each with its key path."""
-    try:
-        return GRPOPipelineConfig.model_validate(raw)
-    except ValidationError as error:
-        lines = [f"{source}: {error.error_count()} problem(s) in the config:"]
-        lines += [f"  - {_describe(item)}" for item in error.errors()]
-        raise ConfigError("\n".join(lines)) from None
-
-
-def _describe(item: dict) -> str:
-    location = ".".join(str(part) for part in item["loc"])
-    if item["type"] == "extra_forbidden":
-        key = str(item["loc"][-1])
-        model = _model_at(item["loc"][:-1])
-        hint = did_you_mean(key, sorted(model.model_fields)) if model else ""
-        return f"{location}: unknown key{hint}"
-    message = item["msg"].removeprefix("Value error, ")
-    named = re.match(r"([a-z_][a-z0-9_]*): ", message)  # a section's validator naming one of its keys
-    if named and location and not location.endswith(named.group(1)):
-        location, message = f"{location}.{named.group(1)}", message[named.end():]
-    return f"{location or '(top level)'}: {message}"
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The schema class that owns the mapping at `loc` (to suggest valid keys)."""
-    model: Any = GRPOPipelineConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if model else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        for candidate in getattr(annotation, "__args__", ()) + (annotation,):
-            inner = getattr(candidate, "__args__", (candidate,))[0] if hasattr(candidate, "__args__") else candidate
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                model = inner
-                break
-        else:
-            return None
-    return model
-
-
-def redact_secrets(value: Any) -> Any:
-    """A copy of a config mapping with secrets (API keys, access tokens, passwords) replaced by '***'."""
-    if isinstance(value, dict):
-        return {key: ("***" if _is_secret_key(key) and item and not isinstance(item, (int, float))
-                      else redact_secrets(item)) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact_secrets(item) for item in value]
-    return value
-
-
-def redact_argv(argv: list[str]) -> list[str]:
-    """`argv` with the values of secret keys in --set / --sweep arguments replaced by '***' (wandb records argv)."""
-    redacted, takes_value = [], False
-    for arg in argv:
-        flag, eq, rest = arg.partition("=")
-        if takes_value or (flag in ("--set", "--sweep") and eq):
-            text = arg if takes_value else rest
-            dotted, has_value, _ = text.partition("=")
-            if has_value and _is_secret_key(dotted.strip().split(".")[-1]):
-                text = f"{dotted}=***"
-            arg = text if takes_value else f"{flag}={text}"
-        takes_value = arg in ("--set", "--sweep")
-        redacted.append(arg)
-    return redacted
-
-
-_SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials", "apikey",
-                 "authorization", "bearer"}
-_NOT_SECRET_TOKENS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "prompt", "completion", "image",
-                      "audio", "video", "start", "end", "stop", "think", "tool", "generation"}  # tokenizer / price words
-_NOT_SECRET_KEYS = {"score", "sort", "cache", "metric", "column", "answer", "prompt", "completion", "label", "text",
-                    "group", "dict", "id", "reward", "dataset", "primary", "partition", "lookup", "hash"}  # field names
-
-
-def _is_secret_key(key: Any) -> bool:
-    """api_key, apikey, openai_key, hf_token, access_token, *_secret, password, ... but not pad_token,
-    price_per_prompt_token, max_tokens, score_key, or where a secret is kept (*_env, *_path, *_file)."""
-    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key)).lower()
-    words = [word for word in re.split(r"[^a-z0-9]+", snake) if word]
-    if not words or words[-1] in ("env", "path", "file", "dir"):
-        return False
-    if any(word in _SECRET_WORDS for word in words):
-        return True
-    before = words[-2] if len(words) > 1 else ""
-    if words[-1] == "token":
-        return before not in _NOT_SECRET_TOKENS
-    if words[-1] == "key":
-        return before not in _NOT_SECRET_KEYS
-    return False
+# Reading files and redacting secrets live in their own modules; `from .config import load_config` keeps working.
+from .config_files import apply_override, load_config, naming_the_file, read_yaml, validate_config  # noqa: E402,F401
+from .redaction import redact_argv, redact_secrets  # noqa: E402,F401
