@@ -1,0 +1,57 @@
+"""Secrets out of everything we write or hand to others: config snapshots, and the command line wandb records."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+
+def redact_secrets(value: Any) -> Any:
+    """A copy of a config mapping with secrets (API keys, access tokens, passwords) replaced by '***'."""
+    if isinstance(value, dict):
+        return {key: ("***" if _is_secret_key(key) and item and not isinstance(item, (int, float))
+                      else redact_secrets(item)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_secrets(item) for item in value]
+    return value
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """`argv` with the values of secret keys in --set / --sweep arguments replaced by '***' (wandb records argv)."""
+    redacted, takes_value = [], False
+    for arg in argv:
+        flag, eq, rest = arg.partition("=")
+        if takes_value or (flag in ("--set", "--sweep") and eq):
+            text = arg if takes_value else rest
+            dotted, has_value, _ = text.partition("=")
+            if has_value and _is_secret_key(dotted.strip().split(".")[-1]):
+                text = f"{dotted}=***"
+            arg = text if takes_value else f"{flag}={text}"
+        takes_value = arg in ("--set", "--sweep")
+        redacted.append(arg)
+    return redacted
+
+
+_SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials", "apikey",
+                 "authorization", "bearer"}
+_NOT_SECRET_TOKENS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "prompt", "completion", "image",
+                      "audio", "video", "start", "end", "stop", "think", "tool", "generation"}  # tokenizer / price words
+_NOT_SECRET_KEYS = {"score", "sort", "cache", "metric", "column", "answer", "prompt", "completion", "label", "text",
+                    "group", "dict", "id", "reward", "dataset", "primary", "partition", "lookup", "hash"}  # field names
+
+
+def _is_secret_key(key: Any) -> bool:
+    """api_key, apikey, openai_key, hf_token, access_token, *_secret, password, ... but not pad_token,
+    price_per_prompt_token, max_tokens, score_key, or where a secret is kept (*_env, *_path, *_file)."""
+    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key)).lower()
+    words = [word for word in re.split(r"[^a-z0-9]+", snake) if word]
+    if not words or words[-1] in ("env", "path", "file", "dir"):
+        return False
+    if any(word in _SECRET_WORDS for word in words):
+        return True
+    before = words[-2] if len(words) > 1 else ""
+    if words[-1] == "token":
+        return before not in _NOT_SECRET_TOKENS
+    if words[-1] == "key":
+        return before not in _NOT_SECRET_KEYS
+    return False
