@@ -59,7 +59,8 @@ def _template_text(value: str) -> tuple[str, str]:
         except (OSError, UnicodeDecodeError) as error:
             raise ValueError(f"cannot read the template file {path}: {error}") from None
     if "/" in stripped or "\\" in stripped or path.suffix in (".jinja", ".j2", ".txt", ".tmpl"):
-        raise ValueError(f"template file not found: {path} (relative paths start at the working directory, {Path.cwd()})")
+        raise ValueError(f"template file not found: {path} (a relative path starts at the working directory, "
+                         f"{Path.cwd()})")
     known = [CHATML, *names]
     raise ValueError(f"'{stripped}' is not a template file, a known template name{did_you_mean(stripped, known)} or "
                      f"Jinja text; known names: {', '.join(known)}")

@@ -148,5 +148,6 @@ def planned_steps(config: GRPOPipelineConfig, train_rows: int) -> int:
         return tp.max_steps
     extra = tp.model_extra or {}
     completions_per_step = tp.per_device_train_batch_size * world_size() * tp.gradient_accumulation_steps
-    per_epoch = math.ceil(train_rows * tp.num_generations * int(extra.get("num_iterations") or 1) / completions_per_step)
+    completions_per_epoch = train_rows * tp.num_generations * int(extra.get("num_iterations") or 1)
+    per_epoch = math.ceil(completions_per_epoch / completions_per_step)
     return max(1, math.ceil(per_epoch * float(extra.get("num_train_epochs") or 1)))

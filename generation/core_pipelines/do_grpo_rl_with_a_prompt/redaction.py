@@ -35,7 +35,7 @@ def redact_argv(argv: list[str]) -> list[str]:
 _SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials", "apikey",
                  "authorization", "bearer"}
 _NOT_SECRET_TOKENS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "prompt", "completion", "image",
-                      "audio", "video", "start", "end", "stop", "think", "tool", "generation"}  # tokenizer / price words
+                      "audio", "video", "start", "end", "stop", "think", "tool", "generation"}  # tokenizer, prices
 _NOT_SECRET_KEYS = {"score", "sort", "cache", "metric", "column", "answer", "prompt", "completion", "label", "text",
                     "group", "dict", "id", "reward", "dataset", "primary", "partition", "lookup", "hash"}  # field names
 
