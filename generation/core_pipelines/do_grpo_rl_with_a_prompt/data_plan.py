@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .rewarding import RewardPlan
 
 ANSWER_READING_BUILTINS = frozenset({
-    "final_answer_match", "gsm8k_correctness", "gsm8k_reward", "gec_edit_f1",
+    "final_answer_match", "gsm8k_correctness", "gsm8k_reward", "gec_edit_f1", "cosine_scaled_correctness",
 })
 """Built-in rewards that compare against the `answer` column (names registered in builtin_rewards/)."""
 SAMPLE_CHARS = 160
