@@ -206,3 +206,48 @@ def test_a_key_given_with_set_never_reaches_wandbs_files(tmp_path, tiny_model_di
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert secret.encode() not in path.read_bytes(), path
+
+
+# ------------------------------------------------------------------------------------------------ cli_utils
+
+
+def a_run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward": 0.5}) + "\n")
+    example = {"prompt": [{"role": "user", "content": "q"}], "completion": "a", "scores": {"combined": 1.0}}
+    (run / "high_scoring_examples.jsonl").write_text(json.dumps(example) + "\n")
+    (tmp_path / "a_file").write_text("x")
+    return run
+
+
+def run_tool(tmp_path: Path, tool: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli_utils" / tool), *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("tool, args, fragment", [
+    ("export_high_scoring.py", ["run", "-o", "a_file/out.jsonl"], "a_file/out.jsonl cannot be written: a_file is a file"),
+    ("export_high_scoring.py", ["run", "-o", "run"], "run is a directory: give a file name for the output"),
+    ("plot_run.py", ["run", "--out", "a_file/plots"], "a_file/plots cannot be written: a_file is a file"),
+    ("plot_run.py", ["run", "--out", "a_file"], "a_file is a file, not a folder"),
+])
+def test_tools_refuse_an_unusable_output_path(tmp_path, tool, args, fragment):
+    a_run(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    message = assert_user_error(run_tool(tmp_path, tool, *args), fragment)
+    assert message.count("\n") == 1  # one line
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("tool, broken, args", [
+    ("export_high_scoring.py", "high_scoring_examples.jsonl", ["run", "-o", "out.jsonl"]),
+    ("compare_runs.py", "config.resolved.yaml", ["run", "run"]),
+    ("compare_runs.py", "summary.json", ["run"]),
+])
+def test_tools_refuse_input_that_is_not_utf8(tmp_path, tool, broken, args):
+    run = a_run(tmp_path)
+    (run / broken).write_bytes(b'{"steps": 1, "note": "caf\xe9"}\n')
+    message = assert_user_error(run_tool(tmp_path, tool, *args), f"run/{broken}: not UTF-8 text (byte 0xe9")
+    assert message.count("\n") == 1
+    assert not (tmp_path / "out.jsonl").exists()
