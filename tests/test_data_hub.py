@@ -96,6 +96,14 @@ def test_streaming_skips_bad_rows_and_draws_replacements(tmp_path):
     assert all("stream#" in example and "empty text in 'question'" in example for example in examples)
 
 
+def test_a_broken_file_inside_a_stream_is_a_data_error(tmp_path):
+    directory = tmp_path / "stream_broken"
+    directory.mkdir()
+    (directory / "train.jsonl").write_text('{"question": "q", "answer": "a"}\n{broken\n')
+    with pytest.raises(DataError, match=r"stream_broken\[train\]: reading the stream failed near row"):
+        sample([{"path": str(directory), "streaming": True}], total_rows=5)
+
+
 def test_a_hub_id_that_is_not_cached_while_offline_names_the_dataset(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError) as error:

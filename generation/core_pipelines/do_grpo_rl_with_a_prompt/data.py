@@ -129,7 +129,8 @@ def sample_datasets(
     """Sample every dataset (and dataset_settings.eval_path) into train and eval rows; see the module doc.
 
     Relative paths are taken from `base_dir` when given (else from the working directory). Raises
-    DataError for a missing file, an unsupported file type or row format, or (strict) the first bad row.
+    DataError for a missing file, an unsupported file type or row format, a hub dataset that cannot be
+    loaded, or (strict) the first bad row.
     """
     report = DataReport()
     train_rows: list[dict] = []

@@ -52,16 +52,28 @@ class StreamReader:
 
     def stream(self, seed: int) -> Iterator[tuple[str, Any]]:
         """(source 'label:stream#n', row) in a shuffled order that depends only on `seed`."""
-        shuffled = self.dataset.shuffle(seed=seed % 2**32, buffer_size=STREAM_BUFFER)
-        for position, row in enumerate(shuffled):
+        shuffled = iter(self.dataset.shuffle(seed=seed % 2**32, buffer_size=STREAM_BUFFER))
+        position = 0
+        while True:
+            try:
+                row = next(shuffled)
+            except StopIteration:
+                return
+            except Exception as error:  # a broken file inside the stream: datasets stops the whole stream
+                raise DataError(f"{self.label}: reading the stream failed near row {position}: "
+                                f"{_one_line(error)}") from None
             yield f"{self.label}:stream#{position}", row
+            position += 1
 
     def head(self, count: int) -> list[Any]:
         """The first rows; just the column names when the schema is known (opening a stream can be slow)."""
         features = getattr(self.dataset, "features", None)
         if features:
             return [{name: None for name in features}]
-        return list(islice(iter(self.dataset), count))
+        try:
+            return list(islice(iter(self.dataset), count))
+        except Exception as error:  # as in stream()
+            raise DataError(f"{self.label}: reading the stream failed near row 0: {_one_line(error)}") from None
 
 
 def open_hub_dataset(path: str, local: Optional[Path], dataset: Any) -> HubReader | StreamReader:
