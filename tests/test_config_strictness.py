@@ -148,6 +148,7 @@ class TestSettingsThatCannotTrain:
         ({"max_completion_length": 0}, "training_parameters.max_completion_length: must be at least 1"),
         ({"temperature": 0}, "training_parameters.temperature: must be a number > 0"),
         ({"temperature": "hot"}, "training_parameters.temperature: must be a number > 0"),
+        ({"temperature": True}, "training_parameters.temperature: must be a number > 0"),
         ({"max_steps": 0}, "training_parameters.max_steps: must be positive, or -1"),
         ({"max_steps": -1}, "training_parameters.max_steps: -1 trains for num_train_epochs, which must then be > 0"),
         ({"max_prompt_length": 0}, "training_parameters.max_prompt_length: must be at least 1"),
@@ -181,6 +182,9 @@ class TestTriStateBooleans:
     def test_use_vllm_accepts_yaml_booleans(self, value, expected):
         config = validate_config({**BASE, "model": {"base_model_name": "m", "use_vllm": value}})
         assert config.model.use_vllm == expected
+
+    def test_report_to_no_means_none(self):
+        assert config_with(report_to=False).training_parameters.report_to == "none"
 
 
 # ---------------------------------------------------------------------------------------- chat templates

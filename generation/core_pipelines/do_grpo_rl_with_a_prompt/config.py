@@ -130,6 +130,8 @@ class TrainingParameters(Section):
                 data[new] = data.pop(old)
         if "num_train_epochs" in data and "max_steps" not in data:
             data["max_steps"] = -1  # TRL trains for max_steps whenever it is positive
+        if data.get("report_to") is False:
+            data["report_to"] = "none"  # YAML 1.1 reads `report_to: no` as False
         return data
 
     @field_validator("num_generations")
@@ -171,7 +173,8 @@ class TrainingParameters(Section):
     def _can_train(self) -> "TrainingParameters":
         extra = self.model_extra or {}
         temperature = extra.get("temperature")
-        if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
+        if temperature is not None and (isinstance(temperature, bool) or not (isinstance(temperature, (int, float))
+                                                                             and temperature > 0)):
             raise ValueError(f"temperature: must be a number > 0, got {temperature!r} (0 makes the completions of a "
                              "prompt identical, so GRPO has nothing to compare; use e.g. 0.3 for near-greedy sampling)")
         epochs = extra.get("num_train_epochs")
