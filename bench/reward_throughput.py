@@ -40,7 +40,8 @@ def plain_rows(count: int, rng: random.Random) -> list[tuple[str, str]]:
         reference = f"Natalia sold {value // 2} clips, then more.\n#### {value:,}"
         for _ in range(GROUP):
             given = value if rng.random() < 0.5 else value + rng.randint(1, 9)
-            rows.append((f"<think>{value // 2} + {value - value // 2} = {given}</think> So the answer is #### {given}", reference))
+            reasoning = f"<think>{value // 2} + {value - value // 2} = {given}</think>"
+            rows.append((f"{reasoning} So the answer is #### {given}", reference))
     return rows
 
 
@@ -51,7 +52,8 @@ def latex_rows(count: int, rng: random.Random) -> list[tuple[str, str]]:
         a, b, n = rng.randint(1, 40), rng.randint(41, 90), rng.randint(2, 9)
         forms = [
             (rf"{n}\sqrt{{3}}", [rf"\sqrt{{{3 * n * n}}}", rf"{n}\sqrt3"], [rf"{n}\sqrt{{2}}", rf"\sqrt{{{3 * n}}}"]),
-            (rf"\frac{{{a}\pi}}{{{b}}}", [rf"\frac{{{a}}}{{{b}}}\pi", rf"\dfrac{{{a}\pi}}{{{b}}}"], [rf"\frac{{\pi}}{{{b}}}"]),
+            (rf"\frac{{{a}\pi}}{{{b}}}", [rf"\frac{{{a}}}{{{b}}}\pi", rf"\dfrac{{{a}\pi}}{{{b}}}"],
+             [rf"\frac{{\pi}}{{{b}}}"]),
             (rf"x^2 + {a}", [rf"{a} + x^{{2}}"], [rf"x^2 - {a}", rf"x^3 + {a}"]),
             (rf"({a}, {b})", [rf"\left({a},{b}\right)"], [rf"({b}, {a})"]),
             (rf"[{a}, {b})", [rf"[{a},{b})"], [rf"({a}, {b}]"]),

@@ -104,8 +104,8 @@ class TestContract:
 
     @pytest.mark.parametrize(
         "module",
-        [answers, common, formatting, gec, ifeval, length, length_shaping, math_equivalence, math_worker, reasoning_steps,
-         repetition, tags],
+        [answers, common, formatting, gec, ifeval, length, length_shaping, math_equivalence, math_worker,
+         reasoning_steps, repetition, tags],
     )
     def test_doctests(self, module):
         result = doctest.testmod(module)
@@ -321,13 +321,13 @@ class TestNumericIsStrict:
 
     def test_gsm8k_number_right_after_marker(self):
         reward = answers.final_answer_match(answer_style="gsm8k")
-        assert call(reward, ["#### 72 clips", "#### 5 + 3 = 8", "#### 8"], answer=["#### 72"] * 2 + ["#### 5 + 3 = 8"]) == [
-            1.0, 0.0, 0.0]
+        references = ["#### 72", "#### 72", "#### 5 + 3 = 8"]
+        assert call(reward, ["#### 72 clips", "#### 5 + 3 = 8", "#### 8"], answer=references) == [1.0, 0.0, 0.0]
 
     def test_boxed_without_braces_and_frac_shorthand(self):
         reward = answers.final_answer_match()
-        assert call(reward, [r"$\boxed 5$", r"\boxed{\frac12}", r"\boxed{\dfrac{1}{2}}"], answer=["5", "0.5", r"\frac12"]) == [
-            1.0, 1.0, 1.0]
+        completions = [r"$\boxed 5$", r"\boxed{\frac12}", r"\boxed{\dfrac{1}{2}}"]
+        assert call(reward, completions, answer=["5", "0.5", r"\frac12"]) == [1.0, 1.0, 1.0]
 
 
 class TestUnparsedReference:
@@ -359,7 +359,8 @@ class TestMathMode:
         "given, reference, right",
         [(r"\boxed{0.5}", r"\frac{1}{2}", True), (r"\boxed{\dfrac{1}{2}}", "0.5", True), (r"\boxed{50\%}", "50", True),
          (r"\boxed{90^\circ}", "90", True), (r"\boxed{x = 5}", "5", True), (r"\boxed{[1,2)}", r"[1, 2)", True),
-         (r"\boxed{(1,2]}", r"[1, 2)", False), (r"\boxed{\{2,1\}}", r"\{1,2\}", True), (r"\boxed{2\sqrt{3}}", r"\sqrt{12}", True),
+         (r"\boxed{(1,2]}", r"[1, 2)", False), (r"\boxed{\{2,1\}}", r"\{1,2\}", True),
+         (r"\boxed{2\sqrt{3}}", r"\sqrt{12}", True),
          (r"\boxed{2}", r"\sqrt{2}", False), (r"\boxed{2}", "(1,2)", False), (r"\boxed{1}", "x^2+1", False),
          (r"\boxed{x^2+1}", "$1 + x^2$", True), (r"\boxed{\frac{64}{400}}", r"\frac{63}{400}", False),
          ("The answer is $\\frac{1}{3}$.", r"\frac13", True), ("", "5", False), ("#### 1,200", r"\$1,200", True)],
@@ -396,7 +397,8 @@ class TestMathMode:
         script.write_text(
             "import sys, threading\n"
             f"sys.path.insert(0, {str(ROOT)!r})\n"
-            "from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards.answers import final_answer_match\n"
+            "from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards.answers import (\n"
+            "    final_answer_match)\n"
             "reward = final_answer_match(mode='math')\n"
             "out = []\n"
             "t = threading.Thread(target=lambda: out.append(reward([[]] * 2, [r'\\boxed{\\sqrt{12}}', r'\\boxed{3}'],"
@@ -490,7 +492,8 @@ class TestGecEditF1:
         assert gec.edits(tokens, gec.tokenize("The cat sat on the mat .")) == {(3, 4, ("on",)), (4, 4, ("the",))}
         # partial corrections get partial credit: one of two edits, no wrong one
         assert gec.edit_counts("The cat sat at mat .", "The cat sat on mat .", "The cat sat on the mat .") == (1, 0, 1)
-        assert gec.edit_counts("The cat sat at mat .", "The cat sat at the mat .", "The cat sat on the mat .") == (1, 0, 1)
+        target = "The cat sat on the mat ."
+        assert gec.edit_counts("The cat sat at mat .", "The cat sat at the mat .", target) == (1, 0, 1)
 
     def test_insertion_and_deletion_runs_merge(self):
         tokens = gec.tokenize("I want go home")

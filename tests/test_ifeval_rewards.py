@@ -16,7 +16,8 @@ CAPITALS = "change_case:capital_word_frequency"
 def score(completions, ids, kwargs, prompt="Write something.", **options):
     reward = ifeval.ifeval_instructions(**options)
     prompts = [[{"role": "user", "content": prompt}]] * len(completions)
-    return reward(prompts, completions, instruction_id_list=[ids] * len(completions), kwargs=[kwargs] * len(completions))
+    count = len(completions)
+    return reward(prompts, completions, instruction_id_list=[ids] * count, kwargs=[kwargs] * count)
 
 
 class TestScoring:

@@ -112,19 +112,22 @@ class TestTRL:
                  "<think>\nThis is\nmy reasoning.\n</think>\nThis is my answer.",
                  "<think>\nThis is <some tag> my reasoning.</think>\nThis is my answer.",
                  "<think></think>\nThis is my answer."]
-        invalid = ["<think>\nThis is my reasoning.\nThis is my answer.", "<think>This is my reasoning.\nThis is my answer.",
+        invalid = ["<think>\nThis is my reasoning.\nThis is my answer.",
+                   "<think>This is my reasoning.\nThis is my answer.",
                    "This is my reasoning. This is my answer.", "This is my reasoning.\nThis is my answer.",
                    "This<think>is my reasoning.</think>\nThis is my answer.",
                    "<think>This is<think>my reasoning.</think></think>This is my answer.",
                    "<think>This is</think>\nmy\n<think>reasoning.</think>\nThis is my answer."]
         assert call(reward, valid + invalid) == [1.0] * 5 + [0.0] * 7
         # By design we accept a missing opening <think>: chat templates prefill it (TRL scores these 0.0)
-        prefilled = ["This is my reasoning.</think>\nThis is my answer.", "This is my reasoning.</think>This is my answer."]
+        prefilled = ["This is my reasoning.</think>\nThis is my answer.",
+                     "This is my reasoning.</think>This is my answer."]
         assert call(reward, prefilled) == [1.0, 1.0]
 
     def test_soft_overlong_punishment(self):
         reward = length_shaping.soft_overlong_punishment(max_completion_len=100, soft_punish_cache=20)
-        assert call(reward, ["x"] * 3, completion_ids=[[1] * 50, [1] * 110, [1] * 90]) == [0.0, -1.0, pytest.approx(-0.5)]
+        scores = call(reward, ["x"] * 3, completion_ids=[[1] * 50, [1] * 110, [1] * 90])
+        assert scores == [0.0, -1.0, pytest.approx(-0.5)]
 
     def test_accuracy_reward(self):
         reward = answers.final_answer_match(mode="math")
@@ -143,16 +146,19 @@ class TestTRL:
 
         reward = answers.final_answer_match(mode="math")
         results = []
-        thread = threading.Thread(target=lambda: results.extend(call(reward, [r"\boxed{\frac{1}{3}}"], answer=[r"\frac{1}{3}"])))
+        thread = threading.Thread(
+            target=lambda: results.extend(call(reward, [r"\boxed{\frac{1}{3}}"], answer=[r"\frac{1}{3}"])))
         thread.start()
         thread.join(120)
         assert results == [1.0]
 
     def test_reasoning_accuracy_reward(self):
         reward = answers.final_answer_match(mode="math", cot_start="<think>", cot_end="</think>")
-        right = [r"<think> Reasoning content </think> \boxed{\frac{63}{400}}", r"Reasoning content </think> \boxed{\frac{63}{400}}"]
+        right = [r"<think> Reasoning content </think> \boxed{\frac{63}{400}}",
+                 r"Reasoning content </think> \boxed{\frac{63}{400}}"]
         assert call(reward, right, answer=[r"\frac{63}{400}"] * 2) == [1.0, 1.0]
-        assert call(reward, [r"<think> Reasoning content </think> \boxed{\frac{64}{400}}"], answer=[r"\frac{63}{400}"]) == [0.0]
+        wrong = [r"<think> Reasoning content </think> \boxed{\frac{64}{400}}"]
+        assert call(reward, wrong, answer=[r"\frac{63}{400}"]) == [0.0]
         in_reasoning = [r"<think> My answer is \boxed{42} </think> Some other text.",
                         r"<think> The answer is \boxed{42} </think> Here's a wrong answer: \boxed{43}."]
         assert call(reward, in_reasoning, answer=[r"\boxed{42}"] * 2) == [0.0, 0.0]
@@ -218,7 +224,8 @@ class TestGsm8kScorers:
 class TestVerlMathNormalisation:
     @pytest.mark.parametrize(
         "given, reference",
-        [(r"\boxed{\frac12}", r"\frac{1}{2}"), (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}"), (r"\boxed{\tfrac{3}{4}}", "3/4"),
+        [(r"\boxed{\frac12}", r"\frac{1}{2}"), (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}"),
+         (r"\boxed{\tfrac{3}{4}}", "3/4"),
          (r"\boxed 5", "5"), (r"\boxed{90^\circ}", "90"), (r"\boxed{90^{\circ}}", "90"), (r"\boxed{50\%}", "50"),
          (r"\boxed{x = 5}", "5"), (r"\boxed{.5}", "0.5"), (r"\boxed{\$10}", "10"), (r"\boxed{10.}", "10")],
     )
@@ -228,7 +235,8 @@ class TestVerlMathNormalisation:
 
     @pytest.mark.parametrize(
         "given, reference",
-        [(r"\boxed{\sqrt2}", r"\sqrt{2}"), (r"\boxed{\left( 1, 2 \right)}", "(1,2)"), (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt3}{2}")],
+        [(r"\boxed{\sqrt2}", r"\sqrt{2}"), (r"\boxed{\left( 1, 2 \right)}", "(1,2)"),
+         (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt3}{2}")],
     )
     def test_equal_in_math_mode(self, given, reference):
         assert call(answers.final_answer_match(mode="math"), [given], answer=[reference]) == [1.0]

@@ -227,7 +227,8 @@ def final_answer_match(
     >>> reward([[]] * 3, ["<think>6*7</think> #### 42", "The answer is \\\\boxed{41}", "forty-two"],
     ...        answer=["6 times 7 is 42.\\n#### 42"] * 3)
     [1.0, 0.0, 0.0]
-    >>> final_answer_match(mode="math")([[]] * 2, ["\\\\boxed{0.5}", "\\\\boxed{2}"], answer=["\\\\frac12", "\\\\sqrt{2}"])
+    >>> math = final_answer_match(mode="math")
+    >>> math([[]] * 2, ["\\\\boxed{0.5}", "\\\\boxed{2}"], answer=["\\\\frac12", "\\\\sqrt{2}"])
     [1.0, 0.0]
     """
     judge = answer_judge("final_answer_match", mode, answer_style, tagname, cot_start, cot_end, ignore_case, timeout_s)
@@ -257,9 +258,8 @@ def answer_judge(
         raise ValueError(f"{name}: answer_style must be one of {', '.join(ANSWER_STYLES)}, not {answer_style!r}")
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, int) or timeout_s < 1:
         raise ValueError(f"{name}: timeout_s must be a whole number of seconds >= 1, not {timeout_s!r}")
-    counter = UnparsedReferenceCounter(
-        name, {"numeric": "are not one number (try mode: math)", "math": "do not parse as math", "exact": "are empty"}[mode]
-    )
+    problems = {"numeric": "are not one number (try mode: math)", "math": "do not parse as math", "exact": "are empty"}
+    counter = UnparsedReferenceCounter(name, problems[mode])
 
     def verdicts(pairs: list[tuple[str | None, str | None, bool]]) -> list[bool | None]:
         """One verdict per (reference answer, given answer, marked): None when the reference cannot be read."""
@@ -269,7 +269,8 @@ def answer_judge(
             if expected is None:
                 continue
             if mode == "exact":
-                results[i] = given is not None and normalize_exact(given, ignore_case) == normalize_exact(expected, ignore_case)
+                results[i] = given is not None and (
+                    normalize_exact(given, ignore_case) == normalize_exact(expected, ignore_case))
                 continue
             expected_number = parse_number(expected)
             given_number = None if given is None else parse_number(given) if marked else last_number(given)

@@ -68,11 +68,11 @@ def think_answer_format(
     """
     think_tag, answer_tag = _tag_name(think_tag, "think_tag"), _tag_name(answer_tag, "answer_tag")
 
+    def passes(completion) -> bool:
+        return follows_think_answer(as_text(completion), think_tag, answer_tag, newlines, think_prefilled)
+
     def reward(prompts, completions, **columns) -> list[float]:
-        return [
-            pass_score if follows_think_answer(as_text(c), think_tag, answer_tag, newlines, think_prefilled) else fail_score
-            for c in completions
-        ]
+        return [pass_score if passes(c) else fail_score for c in completions]
 
     return reward
 
