@@ -117,3 +117,9 @@ def test_a_missing_file_is_not_mistaken_for_a_hub_id(tmp_path):
     for path in ("missing.jsonl", "./data", str(tmp_path / "nothing")):
         with pytest.raises(DataError, match="file not found"):
             sample([{"path": path}], base_dir=tmp_path, total_rows=1)
+
+
+def test_hub_settings_on_a_file_are_refused(tmp_path):
+    path = write(tmp_path / "d.jsonl", gsm8k_rows(2))
+    with pytest.raises(DataError, match=r"d\.jsonl: subset, split apply to hub datasets and dataset directories"):
+        sample([{"path": str(path), "subset": "main", "split": "test"}], total_rows=1)

@@ -164,6 +164,10 @@ def _sample_file(dataset, name, requested, strict, seed, base_dir, report, eval_
         "skipped_bad": 0, "truncated": 0, "dropped_overlong": 0, "capped": False,
     }
     local, is_file = _locate(dataset.path, base_dir)
+    hub_only = [key for key in ("subset", "revision", "streaming") if getattr(dataset, key)]
+    if is_file and (hub_only or dataset.split != "train"):
+        keys = ", ".join(hub_only + (["split"] if dataset.split != "train" else []))
+        raise DataError(f"{local}: {keys} apply to hub datasets and dataset directories, not to a file")
     if requested <= 0:
         if is_file and not local.is_file():
             raise DataError(f"{local}: file not found")
