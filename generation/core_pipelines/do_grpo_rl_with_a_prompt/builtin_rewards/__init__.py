@@ -7,7 +7,8 @@
 | tag_count                   | tags.py            | 0.25 per think/answer tag line present once (open-r1)        |
 | similarity_gate             | formatting.py      | not parroting: answer != reasoning, answer != prompt         |
 | final_answer_match          | answers.py         | the final answer equals the reference's (numeric/math/exact) |
-| gsm8k_correctness (_reward) | answers.py         | final_answer_match, numeric, 2.0 when right (seed names)     |
+| gsm8k_correctness           | answers.py         | final_answer_match, numeric, 2.0 when right (seed name)      |
+| gsm8k_reward                | answers.py         | the same as gsm8k_correctness (seed name)                    |
 | gsm8k_integerresponse       | answers.py         | the final answer is an integer (0.5, seed name)              |
 | cosine_scaled_correctness   | length_shaping.py  | correctness scaled by token length (open-r1 / TRL cosine)    |
 | soft_overlong_punishment    | length_shaping.py  | DAPO: penalty as the completion nears the token limit        |
