@@ -123,3 +123,20 @@ def test_hub_settings_on_a_file_are_refused(tmp_path):
     path = write(tmp_path / "d.jsonl", gsm8k_rows(2))
     with pytest.raises(DataError, match=r"d\.jsonl: subset, split apply to hub datasets and dataset directories"):
         sample([{"path": str(path), "subset": "main", "split": "test"}], total_rows=1)
+
+
+def test_split_subset_and_revision_reach_load_dataset(tmp_path, monkeypatch):
+    directory = tmp_path / "plain"
+    directory.mkdir()
+    write(directory / "train.jsonl", gsm8k_rows(3))
+    calls = []
+    real = datasets.load_dataset
+
+    def recording(*args, **kwargs):  # the real loader, its arguments recorded
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", recording)
+    rows = sample([{"path": str(directory), "revision": "v1.0"}], total_rows=3).train_rows
+    assert len(rows) == 3
+    assert calls == [((str(directory),), {"name": None, "split": "train", "revision": "v1.0", "streaming": False})]
