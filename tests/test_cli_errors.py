@@ -60,10 +60,13 @@ def dry_run(tmp_path: Path, config: Path, *extra: str, env: dict | None = None) 
 # ---------------------------------------------------------------- values TRL checks: found by the dry run
 
 
-# Each of these imports TRL (seconds): the other pass-through cases are tests/test_config_strictness.py's.
+# The cases, and one TRL refuses itself (optim: it needs TRL imported, which takes seconds).
 @pytest.mark.parametrize("training, fragments", [
-    ({"loss_type": "bogus"}, ["training_parameters.loss_type", "'bogus' is not one of", "dapo"]),  # TRL: step 1
-    ({"lr_scheduler_type": "reduce_lr_on_plateau"}, ["training_parameters.lr_scheduler_type", "requires an eval strategy"]),
+    ({"loss_type": "bogus"}, ["training_parameters.loss_type", "'bogus' is not one of", "dapo"]),  # TRL: at step 1
+    ({"deepspeed": {"zero_optimization": {"stage": 2}}}, ["training_parameters.deepspeed", "package is not installed"]),
+    ({"lr_scheduler_type": "reduce_lr_on_plateau"}, ["training_parameters.lr_scheduler_type", "no eval data"]),
+    ({"report_to": "mlflow"}, ["training_parameters.report_to", "'mlflow' is not installed", "pip install mlflow"]),
+    ({"optim": "adamw_bogus"}, ["training_parameters.optim", "adamw_bogus is not a valid OptimizerNames"]),
 ])
 def test_pass_through_values_trl_refuses_fail_the_dry_run(tmp_path, training, fragments):
     config = make_project(tmp_path, training)

@@ -47,8 +47,6 @@ class TestGRPOConfigBuild:
 
     @pytest.mark.parametrize("training, message", [
         ({"optim": "adamw_bogus"}, "c.yaml: training_parameters.optim: adamw_bogus is not a valid OptimizerNames"),
-        ({"lr_scheduler_type": "reduce_lr_on_plateau"}, "training_parameters.lr_scheduler_type: lr_scheduler_type "
-                                                        "reduce_lr_on_plateau requires an eval strategy"),
         ({"warmup_steps": -3}, "training_parameters.warmup_steps: Got warmup_steps = -3"),
         ({"eval_strategy": "sometimes"}, "training_parameters.eval_strategy: sometimes is not a valid IntervalStrategy"),
         ({"auto_find_batch_size": True}, "training_parameters.auto_find_batch_size: auto_find_batch_size is not supported"),
@@ -57,6 +55,11 @@ class TestGRPOConfigBuild:
         with pytest.raises(ConfigError, match="refused by TRL's GRPOConfig") as error:
             build(tmp_path, **training)
         assert message in str(error.value)
+
+    def test_reduce_lr_on_plateau_without_eval_data_says_how_to_get_some(self, tmp_path):
+        with pytest.raises(ConfigError, match="training_parameters.lr_scheduler_type: .*no eval data: give a dataset "
+                                              "an eval_percentage or set dataset_settings.eval_path"):
+            build(tmp_path, lr_scheduler_type="reduce_lr_on_plateau")
 
     def test_reduce_lr_on_plateau_is_fine_with_eval_data(self, tmp_path):
         assert build(tmp_path, has_eval=True, lr_scheduler_type="reduce_lr_on_plateau").eval_strategy == "steps"

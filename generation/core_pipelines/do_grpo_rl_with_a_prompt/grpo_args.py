@@ -54,13 +54,14 @@ def build_grpo_config(
     out and predicted from the config and this machine; after it loads, the training passes the real ones.
     Builds nothing on disk.
     """
+    training = config.training_parameters
+    user_keys = set(training.model_fields_set) | set(training.model_extra or {})
+    check_settings(training.model_dump(), user_keys, has_eval, source)  # torch-free: these fail fast
+    check_report_to(training.report_to, source)  # asks transformers (imports torch)
     params = grpo_config_kwargs(
         config, paths, has_eval, eos_token_id, model_dtype or expected_model_dtype(config),
         engine_kwargs if engine_kwargs is not None else expected_engine_kwargs(config),
     )
-    user_keys = set(config.training_parameters.model_fields_set) | set(config.training_parameters.model_extra or {})
-    check_choices(params, user_keys, source)
-    check_integrations(params, source)
     from trl import GRPOConfig
 
     try:
@@ -72,23 +73,35 @@ def build_grpo_config(
         raise ConfigError(f"{source}: {where}: {message} (refused by TRL's GRPOConfig)") from None
 
 
-def check_choices(params: dict, user_keys: set[str], source: str) -> None:
-    """Values of TRL_CHOICES keys that the user set must be among the allowed ones."""
+def check_settings(values: dict, user_keys: set[str], has_eval: bool, source: str) -> None:
+    """What TRL would only trip over later: TRL_CHOICES values, deepspeed without its package, a plateau
+    scheduler without eval data."""
     for key, allowed in TRL_CHOICES.items():
-        value = params.get(key)
+        value = {True: "group", False: "none"}.get(values.get(key), values.get(key)) if key == "scale_rewards" \
+            else values.get(key)
         if key in user_keys and value is not None and value not in allowed:
             raise ConfigError(f"{source}: training_parameters.{key}: {value!r} is not one of {', '.join(allowed)}"
                               f"{did_you_mean(str(value), list(allowed))}")
+    deepspeed = values.get("deepspeed")
+    if deepspeed:
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError(f"{source}: training_parameters.deepspeed: the deepspeed package is not installed "
+                              "(pip install deepspeed), or remove the key")
+        if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
+            raise ConfigError(f"{source}: training_parameters.deepspeed: config file not found: {deepspeed}")
+    if values.get("lr_scheduler_type") == "reduce_lr_on_plateau" and not has_eval:
+        raise ConfigError(f"{source}: training_parameters.lr_scheduler_type: reduce_lr_on_plateau lowers the rate when "
+                          "the eval metric stops improving, and this run has no eval data: give a dataset an "
+                          "eval_percentage or set dataset_settings.eval_path, or choose another scheduler")
 
 
-def check_integrations(params: dict, source: str) -> None:
-    """report_to names known, installed integrations; deepspeed is installed (and its config file exists)."""
+def check_report_to(report_to: Any, source: str) -> None:
+    """Every report_to integration is one transformers knows and finds installed."""
     from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
 
-    report_to = params.get("report_to")
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
     names = [name for name in names if name not in ("none", "all")]
-    available = set(get_available_reporting_integrations())
+    available = set(get_available_reporting_integrations()) if names else set()
     for name in names:
         if name not in INTEGRATION_TO_CALLBACK:
             raise ConfigError(f"{source}: training_parameters.report_to: '{name}' is not a reporting integration"
@@ -98,13 +111,6 @@ def check_integrations(params: dict, source: str) -> None:
             package = REPORTING_PACKAGES.get(name, name)
             raise ConfigError(f"{source}: training_parameters.report_to: '{name}' is not installed: pip install "
                               f"{package}, or take it out of report_to")
-    deepspeed = params.get("deepspeed")
-    if deepspeed:
-        if importlib.util.find_spec("deepspeed") is None:
-            raise ConfigError(f"{source}: training_parameters.deepspeed: the deepspeed package is not installed "
-                              "(pip install deepspeed), or remove the key")
-        if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
-            raise ConfigError(f"{source}: training_parameters.deepspeed: config file not found: {deepspeed}")
 
 
 def key_named_in(message: str, params: dict, user_keys: set[str]) -> Optional[str]:
