@@ -1,11 +1,12 @@
-"""TRL's GRPOConfig from ours, built once before any model loads: the dry run and a real run share this build.
+"""TRL's GRPOConfig from ours, built before any model loads: the dry run and a real run share the build.
 
-`build_grpo_config` runs before any model loads (in --dry-run too), right after the torch-free schema checks
-pass; it imports TRL (and so torch). What TRL refuses there (an unknown optimizer, a scheduler that needs eval
-data, a generation batch that num_generations does not divide) becomes a ConfigError naming the config file
-and training_parameters.<key>. So do the values TRL would only trip over after the model has loaded: a
-loss_type it does not know (read at the first step), deepspeed without the deepspeed package, a report_to
-integration that is not installed.
+`build_grpo_config` runs in stage 3 of the pipeline, after the schema's torch-free checks. First it checks what
+TRL would only trip over after the model has loaded, still without torch: a loss_type (or another TRL_CHOICES
+key) TRL does not know, deepspeed without the deepspeed package, a plateau scheduler without eval data. Then
+report_to (a transformers integration that is installed), then TRL's own GRPOConfig (this imports TRL and
+torch): what it refuses (an unknown optimizer, a negative warmup, ...) becomes a ConfigError naming the config
+file and training_parameters.<key>. After the model loads, the training builds it again with the real dtype
+and generation engine.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def check_settings(values: dict, user_keys: set[str], has_eval: bool, source: st
     """What TRL would only trip over later: TRL_CHOICES values, deepspeed without its package, a plateau
     scheduler without eval data."""
     for key, allowed in TRL_CHOICES.items():
-        value = {True: "group", False: "none"}.get(values.get(key), values.get(key)) if key == "scale_rewards" \
-            else values.get(key)
+        value = values.get(key)
+        if key == "scale_rewards" and isinstance(value, bool):
+            value = "group" if value else "none"  # TRL reads True / False so
         if key in user_keys and value is not None and value not in allowed:
             raise ConfigError(f"{source}: training_parameters.{key}: {value!r} is not one of {', '.join(allowed)}"
                               f"{did_you_mean(str(value), list(allowed))}")
@@ -142,7 +144,9 @@ def expected_engine_kwargs(config: GRPOPipelineConfig) -> dict:
     """The generation engine's GRPOConfig arguments as the backend will choose them (vLLM or not)."""
     import torch
 
-    if str(config.model.base_model_name).lower().endswith(".gguf") or config.model.gguf_file:
+    from .model_loading import resolve_model_source
+
+    if resolve_model_source(config.model.base_model_name, config.model.gguf_file).gguf_file:
         return {"use_vllm": False}  # vLLM cannot load GGUF files
     return vllm_grpo_kwargs(config, vllm_importable(), torch.cuda.is_available())
 
