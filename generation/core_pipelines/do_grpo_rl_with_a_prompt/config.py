@@ -173,8 +173,8 @@ class TrainingParameters(Section):
     def _can_train(self) -> "TrainingParameters":
         extra = self.model_extra or {}
         temperature = extra.get("temperature")
-        if temperature is not None and (isinstance(temperature, bool) or not (isinstance(temperature, (int, float))
-                                                                             and temperature > 0)):
+        positive = isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0
+        if temperature is not None and not positive:
             raise ValueError(f"temperature: must be a number > 0, got {temperature!r} (0 makes the completions of a "
                              "prompt identical, so GRPO has nothing to compare; use e.g. 0.3 for near-greedy sampling)")
         epochs = extra.get("num_train_epochs")
