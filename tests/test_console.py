@@ -68,5 +68,7 @@ def test_format_of_eval_judge_failures_and_the_final_summary():
     logs = {"reward": 1.0, "judge/a/calls": 3.0, "judge/a/failed": 1.0, "judge/b/calls": 2.0, "judge/b/failed": 0.0,
             "rewards/combined/mean": 0.75, "rewards/combined/std": 0.5}
     assert format_log_line(logs, 1) == "step 1 | reward 0.750 ±0.50 | judge 5 calls, 1 failed"
+    cached = {"reward": 1.0, "judge/a/calls": 0.0, "judge/a/cache_hits": 8.0, "judge/a/failed": 0.0}
+    assert format_log_line(cached, 2) == "step 2 | reward 1.000 | judge 0 calls (8 cached), 0 failed"
     assert format_log_line({"train_runtime": 12.34, "train_loss": 0.1}, 10) == "done: 10 steps in 12.3 s"
     assert format_log_line({}, 1) is None

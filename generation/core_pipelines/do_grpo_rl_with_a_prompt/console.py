@@ -49,7 +49,8 @@ def format_log_line(logs: dict, step: int, max_steps: Optional[int] = None) -> O
         parts.append(f"{logs['throughput/completion_tokens_per_second']:.0f} tok/s")
     judge = _judge_counts(logs)
     if judge is not None:
-        parts.append(f"judge {judge[0]:.0f} calls, {judge[1]:.0f} failed")
+        calls, cached, failed = judge
+        parts.append(f"judge {calls:.0f} calls" + (f" ({cached:.0f} cached)" if cached else "") + f", {failed:.0f} failed")
     return " | ".join(parts)
 
 
@@ -66,13 +67,16 @@ def _eval_line(logs: dict, step: int) -> str:
     return " | ".join(parts)
 
 
-def _judge_counts(logs: dict) -> Optional[tuple[float, float]]:
-    """(calls, failed) summed over every judge reward's `judge/<name>/...` metrics, None without a judge."""
-    calls = [v for k, v in logs.items() if k.startswith("judge/") and k.endswith("/calls") and isinstance(v, (int, float))]
-    if not calls:
-        return None
-    failed = [v for k, v in logs.items() if k.startswith("judge/") and k.endswith("/failed") and isinstance(v, (int, float))]
-    return sum(calls), sum(failed)
+def _judge_counts(logs: dict) -> Optional[tuple[float, float, float]]:
+    """(calls, cache hits, failed) summed over every judge reward's `judge/<name>/...` metrics (judge/stats.py),
+    None without a judge."""
+
+    def total(counter: str) -> list[float]:
+        return [v for k, v in logs.items()
+                if k.startswith("judge/") and k.endswith(f"/{counter}") and isinstance(v, (int, float))]
+
+    calls = total("calls")
+    return (sum(calls), sum(total("cache_hits")), sum(total("failed"))) if calls else None
 
 
 def _number(*candidates: Any) -> Optional[float]:
