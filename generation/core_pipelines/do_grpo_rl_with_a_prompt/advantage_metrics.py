@@ -8,6 +8,9 @@ effective scale_rewards) and log, through TRL's `log_metric`:
   advantages/mean, advantages/std, advantages/min, advantages/max   over the batch's completions
   advantages/zero_group_share   share of prompt groups in which every advantage is 0 (nothing to learn)
 
+With several processes each rank logs the statistics of its own completions and TRL averages them over
+the ranks (so min / max are the ranks' average min / max; with one process they are exact).
+
 What is not logged: the effective sample size of the importance weights (num_iterations > 1). TRL computes
 those weights inside its loss and logs only the clipped fractions (clip_ratio/*); ESS would need a trainer
 subclass, which this project does not do.
