@@ -8,8 +8,8 @@ effective scale_rewards) and log, through TRL's `log_metric`:
   advantages/mean, advantages/std, advantages/min, advantages/max   over the batch's completions
   advantages/zero_group_share   share of prompt groups in which every advantage is 0 (nothing to learn)
 
-With several processes each rank logs the statistics of its own completions and TRL averages them over
-the ranks (so min / max are the ranks' average min / max; with one process they are exact).
+With several processes the step's rewards and groups are gathered from every rank first (a prompt's group
+can be spread over ranks, as TRL's are), so every rank logs the same whole-step values.
 
 What is not logged: the effective sample size of the importance weights (num_iterations > 1). TRL computes
 those weights inside its loss and logs only the clipped fractions (clip_ratio/*); ESS would need a trainer
@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Hashable, Optional, Sequence
 
+from .distributed import gather_lists, is_distributed
 from .rewarding import group_ids_for
 
 TRL_STD_EPS = 1e-4  # TRL's `std + 1e-4` in _generate_and_score_completions
@@ -105,7 +106,12 @@ def with_advantage_metrics(reward_function: Any, scale_rewards: str, aggregation
         log_metric = columns.get("log_metric")
         if log_metric is not None:
             groups = group_ids_for(prompts, columns.get("source"))
-            for name, value in advantage_metrics(trl_advantages(rewards, groups, scale_rewards, aggregation), groups).items():
+            everyone, everyones_groups = list(rewards), groups
+            if is_distributed():
+                everyone, _ = gather_lists(everyone)
+                everyones_groups, _ = gather_lists(groups)
+            advantages = trl_advantages(everyone, everyones_groups, scale_rewards, aggregation)
+            for name, value in advantage_metrics(advantages, everyones_groups).items():
                 log_metric(name, value)
         return rewards
 
