@@ -49,6 +49,7 @@ def test_a_run_prints_one_compact_line_per_step_with_the_bar_and_no_warning_of_o
     assert "{'loss'" not in done.stdout + done.stderr and "'grad_norm'" not in done.stdout + done.stderr
     assert "2/2" in done.stderr  # tqdm's progress bar is still there
     assert "`gradient_checkpointing` is deprecated" not in done.stderr  # our argument, now under its current name
+    assert "'pin_memory' argument is set as true but no accelerator" not in done.stderr  # not asked for on CPU
     # the full dict still lands in metrics.jsonl
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"grad_norm", "entropy", "clip_ratio/region_mean", "advantages/std", "judge/generic_llm_reward/calls"} <= set(record)

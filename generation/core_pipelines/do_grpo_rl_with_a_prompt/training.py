@@ -92,6 +92,7 @@ def grpo_config_kwargs(
         if params.get(old) is not None:  # transformers 5 names; the old ones are deprecated aliases
             params.setdefault(new, params.pop(old))
     params.setdefault("activation_checkpointing", True)  # TRL's default, under its current name
+    params.setdefault("dataloader_pin_memory", cuda_available())  # pinned memory only helps copies to a GPU
     params.setdefault("save_strategy", "steps")
     params.setdefault("logging_first_step", True)
     params.setdefault("disable_tqdm", False)
