@@ -33,7 +33,7 @@ def describe_training_mode(model_config: Any) -> str:
     """The training mode in a few words, for the run plan: LoRA / QLoRA with its shape, or full fine-tuning."""
     if not model_config.apply_lora:
         return ("full fine-tuning: every weight trains, final/ holds the whole model; memory about 16 bytes per "
-                "parameter in float32 with Adam (weights + gradients + 2 moments), 12 in bfloat16, plus activations")
+                "parameter in float32 with Adam (weights + gradients + 2 moments), 8 in bfloat16, plus activations")
     kind = "QLoRA (4-bit NF4 base)" if model_config.load_in_4bit else "LoRA"
     targets = model_config.target_modules
     targets = targets if isinstance(targets, str) else ", ".join(targets)

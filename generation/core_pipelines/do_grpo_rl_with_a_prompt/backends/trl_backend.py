@@ -115,13 +115,15 @@ def parameter_count(model: Any, trainable_only: bool = False) -> int:
 
 
 def full_fine_tuning_memory(parameters: int, weight_bytes: int = 4, optimizer: Optional[str] = None) -> dict:
-    """Rough memory of full fine-tuning with Adam(W): weights, gradients (weight dtype), two float32 moments.
+    """Rough memory of full fine-tuning: weights, gradients (both in the weights' dtype) and the optimizer state.
 
-    Activations and the reference model (beta > 0) come on top.
+    Adam(W) keeps two moments in the weights' dtype (torch's default), 8-bit Adam two bytes per parameter,
+    other optimizers about one buffer. Activations and the reference model (beta > 0) come on top.
     """
-    adam = optimizer is None or "adam" in optimizer.lower()
+    name = (optimizer or "adamw_torch").lower()
+    state = 2 if "8bit" in name else 2 * weight_bytes if "adam" in name else weight_bytes
     parts = {"weights": parameters * weight_bytes, "gradients": parameters * weight_bytes,
-             "optimizer state": parameters * 8 if adam else parameters * 4}
+             "optimizer state": parameters * state}
     parts["total"] = sum(parts.values())
     return parts
 
