@@ -8,7 +8,8 @@
   rows are read (`Dataset.select`). With `streaming: true`, nothing is prepared: rows arrive in a seeded
   shuffle through a buffer of STREAM_BUFFER rows, so about (rows wanted + buffer) rows are read, and the
   number of rows in the split stays unknown. (A streamed Parquet dataset costs 5 s more: datasets waits
-  that long for pyarrow's threads when a Parquet stream closes, datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN.)
+  that long for pyarrow's threads when a Parquet stream closes, datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN;
+  and IterableDataset.shuffle imports torch when it is installed, so a dry run with a streamed dataset does.)
 
 Rows are named "path[subset/split]:#index" (streaming: ":stream#n", the n-th row of the shuffled stream).
 """
