@@ -1,6 +1,6 @@
 """Reward throughput: final_answer_match (mode math) on 10,000 completions vs a plain math-verify loop.
 
-    python bench/reward_throughput.py                       # about a minute on 2 cores
+    python bench/reward_throughput.py                       # 1.5 to 3 minutes on a busy 2-core machine
     python bench/reward_throughput.py --count 2000 --baseline-count 500
 
 Three workloads, seeded, in batches of 64 completions (8 prompts x 8 generations, so each reference
