@@ -372,6 +372,12 @@ class TestMathMode:
     def test_unparseable_reference(self):
         reward = answers.final_answer_match(mode="math")
         assert call(reward, [r"\boxed{42}"], answer=["forty two"]) == [None]
+        assert call(reward, [r"\boxed{forty two}"], answer=["forty two"]) == [None]  # same text, still not math
+
+    def test_written_like_the_reference(self):
+        reward = answers.final_answer_match(mode="math")
+        completions = [r"\boxed{\left(1, \sqrt{2}\right)}", r"\boxed{(1,\sqrt{3})}", r"\boxed{$x^2+1$}"]
+        assert call(reward, completions, answer=[r"(1,\sqrt{2})", r"(1,\sqrt{2})", "x^2 + 1"]) == [1.0, 0.0, 1.0]
 
     def test_pathological_case_is_cut_off(self):
         reward = answers.final_answer_match(mode="math", timeout_s=1)

@@ -65,6 +65,21 @@ def _parse_given(given: str, marked: bool, timeout_s: int | None) -> list:
     return parse(as_boxed(given) if marked else given, parsing_timeout=timeout_s)
 
 
+def same_text(a: str, b: str) -> bool:
+    """The two answers are written the same way (spaces, $...$, \\left / \\right and \\dfrac aside).
+
+    >>> same_text("$\\\\dfrac{1}{2}$", "\\\\frac{1}{ 2}"), same_text("x^2", "x^3")
+    (True, False)
+    """
+    def plain(text: str) -> str:
+        text = as_boxed(text)
+        for mark in ("\\left", "\\right", " "):
+            text = text.replace(mark, "")
+        return text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+
+    return plain(a) == plain(b)
+
+
 def judge_here(pairs: list, timeout_s: int | None) -> list[bool | None]:
     """Verdicts for (reference, given, marked) pairs in this thread (time limits need the main thread)."""
     from math_verify import verify
@@ -74,6 +89,9 @@ def judge_here(pairs: list, timeout_s: int | None) -> list[bool | None]:
         gold = _parse_reference(reference, timeout_s)
         if not gold:
             results.append(None)
+            continue
+        if given and marked and same_text(reference, given):  # written as the reference is: no sympy needed
+            results.append(True)
             continue
         predicted = _parse_given(given, marked, timeout_s) if given else []
         results.append(bool(predicted) and bool(verify(list(gold), predicted, timeout_seconds=timeout_s)))
