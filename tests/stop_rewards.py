@@ -32,3 +32,18 @@ def raises_from_step(step: int = 2):
         return [1.0 / (1 + len(c.split())) for c in completions]
 
     return reward
+
+
+@register_reward_function("test_judge_fails_on_rank")
+def judge_fails_on_rank(rank: int = 1, step: int = 2):
+    """Scores brevity, but on process `rank` only, from `step` on, fails like a judge that gave up."""
+    import os
+
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge import JudgeFailureError
+
+    def reward(prompts, completions, **columns):
+        if int(os.environ.get("RANK", "0")) == rank and _step(columns) >= step:
+            raise JudgeFailureError(f"judge on rank {rank} gave up (on purpose)")
+        return [1.0 / (1 + len(c.split())) for c in completions]
+
+    return reward

@@ -76,7 +76,7 @@ def finish(process: subprocess.Popen, timeout: float = 400) -> str:
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_9_with_every_descendant(process)
         raise
     assert process.returncode == 0, output[-4000:]
     return output
@@ -137,7 +137,9 @@ def test_kill_9_of_the_whole_launch_then_rerun_resumes_exactly(tmp_path, tiny_mo
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "checkpoint-2").is_dir():
         assert process.poll() is None, process.stdout.read()[-4000:]
-        assert time.monotonic() < deadline, "checkpoint-2 did not appear"
+        if time.monotonic() > deadline:
+            kill_9_with_every_descendant(process)
+            raise AssertionError("checkpoint-2 did not appear")
         time.sleep(0.2)
     kill_9_with_every_descendant(process)
     assert not (run / "final").exists()
@@ -180,6 +182,29 @@ def test_a_judge_shared_by_two_processes_stays_within_the_global_concurrency(tmp
         calls, most_at_once = server.calls, server.max_in_flight
     assert calls == 2 * COMPLETIONS_PER_STEP  # every completion of both ranks judged once
     assert 1 <= most_at_once <= 2  # 2 for the whole run: one slot per process
+
+
+def test_a_judge_failing_on_one_process_stops_both_at_the_same_step_with_one_checkpoint(tmp_path, tiny_model_dir):
+    config = distributed_config(tmp_path, tiny_model_dir)
+    edit = yaml.safe_load(config.read_text())
+    edit["datasets"][0]["reward_funcs"] = [{"name": "test_judge_fails_on_rank", "rank": 1, "step": 2}]
+    config.write_text(yaml.safe_dump(edit))
+    command = torchrun(config)
+    command[command.index(str(ROOT / "run_augmentoolkit.py"))] = str(ROOT / "tests" / "run_with_test_rewards.py")
+    process = launch(command)
+    try:
+        output, _ = process.communicate(timeout=400)
+    except subprocess.TimeoutExpired:  # one rank waiting forever for the other: the defect this test is about
+        kill_9_with_every_descendant(process)
+        raise
+    assert process.returncode != 0, output[-3000:]
+    assert "judge on rank 1 gave up" in output and "run stopped early" in output
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1"]
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (run / "checkpoints" / "checkpoint-1").iterdir()}
+    assert [b["step"] for b in jsonl(run / "batches.jsonl")] == [1]  # step 2 was never scored to the end
+    assert json.loads((run / "summary.json").read_text())["exit_status"] == 1
+    assert not (run / "final").exists()
 
 
 def test_templates_are_valid_accelerate_configs():
