@@ -128,6 +128,7 @@ def test_num_processes_runs_two_ranks_and_writes_each_row_once(two_process_run):
     assert_run_files_exact(run, MAX_STEPS)
     assert "accelerate.commands.launch" in output  # the command a user could type is printed
     assert output.count("=== GRPO run plan ===") == 1  # only rank 0 prints
+    assert "processes: 2 (Unsloth trains on one GPU" in output  # backend auto says why it is TRL
 
 
 def test_kill_9_of_the_whole_launch_then_rerun_resumes_exactly(tmp_path, tiny_model_dir, two_process_run):
@@ -242,3 +243,34 @@ def test_sharded_training_on_two_gpus(tmp_path, tiny_model_dir, template):
     config = distributed_config(tmp_path, tiny_model_dir)
     finish(launch(num_processes(config, "--distributed", template)))
     assert_run_files_exact(tmp_path / "run", MAX_STEPS)
+
+
+def config_for(**sections):
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import validate_config
+
+    return validate_config({"model": {"base_model_name": "m", **sections.get("model", {})},
+                            "training_parameters": sections.get("training_parameters", {}),
+                            "datasets": [{"path": "d.jsonl"}]})
+
+
+def test_what_several_processes_cannot_do_is_caught_before_the_model_loads(monkeypatch):
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.distributed import distributed_problem
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert distributed_problem(config_for()) is None
+    assert "does not divide the 4 processes" in distributed_problem(
+        config_for(training_parameters={"vllm_tensor_parallel_size": 3}, model={"use_vllm": "on"}))
+    assert distributed_problem(config_for(training_parameters={"vllm_tensor_parallel_size": 2}, model={"use_vllm": "on"})) is None
+    assert "trains on one GPU" in distributed_problem(config_for(model={"backend": "unsloth"}))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed_problem(config_for(model={"backend": "unsloth"})) is None
+
+
+def test_judge_limits_are_shared_out_between_the_processes():
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.client import Limits
+
+    share = Limits(max_concurrency=8, requests_per_minute=600, tokens_per_minute=None).per_process(2)
+    assert (share.max_concurrency, share.requests_per_minute, share.tokens_per_minute) == (4, 300, None)
+    assert Limits(max_concurrency=3).per_process(2).max_concurrency == 1  # never more than the whole-run limit
+    with pytest.raises(ValueError, match="below the 4 processes"):
+        Limits(max_concurrency=2).per_process(4)

@@ -15,13 +15,15 @@ from typing import Any, Optional
 
 from generation.errors import UserInputError
 
-from .backends import load_model, select_backend
+from .backends import describe_training_mode, load_model, select_backend
 from .backends.unsloth_backend import unsloth_source_problem
 from .config import ConfigError, GRPOPipelineConfig, load_config, naming_the_file, redact_secrets
 from .data import PromptTokens, SampledData, fit_prompts_to_length, sample_datasets
 from .data_plan import describe_data
 from .grpo_args import build_grpo_config, planned_steps
-from .distributed import distributed_problem, is_main_process, run_on_main, single_gpu_only_problem, world_size
+from .distributed import (
+    distributed_problem, is_distributed, is_main_process, run_on_main, single_gpu_only_problem, world_size,
+)
 from .lifecycle import check_checkpoints_align, generation_round_steps, prepare_run_directory, release_run_lock
 from .rewarding import CombinedReward, RewardPlan, resolve_rewards
 from .run_files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
@@ -99,7 +101,8 @@ def run_grpo_pipeline(
 
     # 5. Model: the backend loads it and wraps it with LoRA.
     loaded = load_model(config, backend)
-    print(f"backend: {loaded.backend}; generation: {loaded.generation_path}")
+    why = f" ({single_gpu_only_problem()})" if is_distributed() and config.model.backend == "auto" else ""
+    print(f"backend: {loaded.backend}; generation: {loaded.generation_path}; processes: {world_size()}{why}")
 
     # 6. Prompts that are too long for max_prompt_length lose early turns (or are dropped).
     data = fit_prompts_to_length(
@@ -224,7 +227,8 @@ def summarize_run(paths: RunPaths, steps: int, status: int = EXIT_FINISHED) -> R
     except Exception as error:  # plots are a convenience: never fail a finished run over them
         print(f"plots skipped: {error}")
     if finished:
-        print(f"adapter saved to {paths.final_adapter}")
+        what = "adapter" if (paths.final_adapter / "adapter_config.json").exists() else "model"  # full fine-tune
+        print(f"{what} saved to {paths.final_adapter}")
     return RunOutcome(paths, steps, first, last, status)
 
 
@@ -236,8 +240,7 @@ def describe_plan(config: GRPOPipelineConfig, data: SampledData, plan: RewardPla
     extras = ", ".join(f"{k}={v}" for k, v in sorted((tp.model_extra or {}).items()))
     lines = [
         "=== GRPO run plan ===",
-        f"model: {config.model.base_model_name} (backend {config.model.backend}, LoRA r={config.model.lora_rank} "
-        f"alpha={config.model.lora_alpha})",
+        f"model: {config.model.base_model_name} (backend {config.model.backend}; {describe_training_mode(config.model)})",
         "data:",
         describe_data(config, data, plan),
         f"rewards (combination '{config.reward.combination_function}', scaling '{config.reward.scaling_function}', "
