@@ -131,7 +131,7 @@ def train(
     callbacks: list[Any],
     resume_from: Optional[str] = None,
 ) -> TrainResult:
-    """Run GRPO and save the final adapter (+ tokenizer and chat template) under paths.final_adapter."""
+    """Run GRPO and save the final adapter (or model) with its tokenizer and chat template under paths.final_adapter."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -186,9 +186,3 @@ def save_final_model(trainer: Any, directory: Any) -> None:
     trainer.save_model(str(directory))
     barrier()
 
-
-def save_adapter(model: Any, tokenizer: Any, directory: Any) -> None:
-    """Save the LoRA adapter (the whole model when model.apply_lora is false) with the tokenizer and its chat
-    template, so merge/inference need nothing else."""
-    model.save_pretrained(str(directory))
-    tokenizer.save_pretrained(str(directory))
