@@ -4,6 +4,7 @@
     python run_augmentoolkit.py --dry-run             # validate config, sample data, resolve rewards; no model
     python run_augmentoolkit.py --node grpo-rl-pipeline --config my_grpo.yaml --set training_parameters.max_steps=5
     python run_augmentoolkit.py --sweep training_parameters.learning_rate=1e-5,3e-5 --sweep model.lora_rank=8,16
+    python run_augmentoolkit.py --num-processes 4 [--distributed zero2]   # 4 processes (GPUs) through accelerate
 
 Exit status: 0 done; 1 a run stopped early (a judge that keeps failing, a reward past its time limit or
 broken: a checkpoint was saved) or crashed; 2 bad configuration or input (nothing was written); 130 Ctrl-C
