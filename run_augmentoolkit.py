@@ -118,7 +118,8 @@ def launch(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         for _, config_path, _ in planned_nodes(args):  # bad paths and names exit 2 before anything starts
             read_yaml(config_path)
-        return launch_processes(args.num_processes, args.distributed, Path(__file__).resolve(), strip_launch_flags(argv))
+        entry = Path(sys.argv[0]) if sys.argv[0].endswith(".py") and Path(sys.argv[0]).is_file() else Path(__file__)
+        return launch_processes(args.num_processes, args.distributed, entry.resolve(), strip_launch_flags(argv))
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -95,12 +95,14 @@ def launch_processes(num_processes: int, distributed: Optional[str], script: Pat
     with tempfile.TemporaryDirectory(prefix="grpo-launch-") as folder:
         status_file = Path(folder) / "status"
         environment = {**os.environ, STATUS_FILE_ENV: str(status_file)}
-        try:
-            completed = subprocess.run(command, env=environment, check=False)
-        except KeyboardInterrupt:
-            return 130
+        process = subprocess.Popen(command, env=environment)
+        while process.poll() is None:
+            try:
+                process.wait()
+            except KeyboardInterrupt:
+                pass  # the launcher got the same Ctrl-C: it stops the ranks, which save a checkpoint first
         recorded = status_file.read_text().strip() if status_file.is_file() else ""
-        return int(recorded) if recorded.isdigit() else (completed.returncode or 0)
+        return int(recorded) if recorded.isdigit() else (process.returncode or 0)
 
 
 def record_exit_status(status: int) -> None:

@@ -274,3 +274,30 @@ def test_judge_limits_are_shared_out_between_the_processes():
     assert Limits(max_concurrency=3).per_process(2).max_concurrency == 1  # never more than the whole-run limit
     with pytest.raises(ValueError, match="below the 4 processes"):
         Limits(max_concurrency=2).per_process(4)
+
+
+def test_ctrl_c_of_a_launch_stops_every_rank_with_a_checkpoint(tmp_path, tiny_model_dir):
+    config = distributed_config(tmp_path, tiny_model_dir, max_steps=40, save_steps=20)
+    edit = yaml.safe_load(config.read_text())
+    edit["datasets"][0]["reward_funcs"].append({"name": "test_slow_brevity", "seconds": 0.5})
+    config.write_text(yaml.safe_dump(edit))
+    command = [sys.executable, str(ROOT / "tests" / "run_with_test_rewards.py"), "--num-processes", str(PROCESSES),
+               *node_args(config)]
+    process = launch(command)
+    run = tmp_path / "run"
+    deadline = time.monotonic() + 300
+    while not (run / "batches.jsonl").exists() or len(jsonl(run / "batches.jsonl")) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, "the run did not get going"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    try:
+        output, _ = process.communicate(timeout=200)
+    except subprocess.TimeoutExpired:
+        kill_9_with_every_descendant(process)
+        raise
+    assert process.returncode in (130, 143), output[-3000:]
+    saved = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("checkpoint-*"))
+    assert saved and saved[-1] < 40
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (run / "checkpoints" / f"checkpoint-{saved[-1]}").iterdir()}
+    assert not (run / "final").exists()
+    assert [b["step"] for b in jsonl(run / "batches.jsonl")] == list(range(1, saved[-1] + 1))
