@@ -77,11 +77,9 @@ def broadcast_from_main(value: Any) -> Any:
     if not is_distributed():
         return value
     _state()
-    import torch.distributed as dist
+    from accelerate.utils import broadcast_object_list
 
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def any_rank(flag: bool) -> bool:
