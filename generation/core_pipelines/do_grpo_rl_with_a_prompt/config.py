@@ -72,7 +72,7 @@ class TrainingParameters(Section):
     max_completion_length: int = Field(256, description="Most tokens generated per completion.")
     max_prompt_length: Optional[int] = Field(
         512, description="Most prompt tokens after the chat template; longer prompts lose early turns or are dropped "
-        "(dataset_settings.overlong_prompts). null keeps every prompt whole."
+        "(dataset_settings.truncation). null keeps every prompt whole."
     )
     chat_template: Optional[str] = Field(
         None, description="Chat template for the trained model: 'chatml', a template TRL ships (e.g. 'llama3', "
