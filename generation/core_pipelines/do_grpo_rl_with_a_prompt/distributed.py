@@ -82,11 +82,6 @@ def broadcast_from_main(value: Any) -> Any:
     return broadcast_object_list([value], from_process=0)[0]
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when `flag` is true on at least one (all ranks must call it together)."""
-    return any(all_gather(bool(flag)))
-
-
 def run_on_main(action: Any) -> Any:
     """Run `action()` on the main process only and hand its result (or its user error) to every rank.
 
