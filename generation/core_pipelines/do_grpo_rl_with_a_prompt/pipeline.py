@@ -96,6 +96,7 @@ def run_grpo_pipeline(
     if start.finished_steps is not None:
         print(f"{paths.root}: this run already finished ({start.finished_steps} steps); nothing to train. "
               "Use --fresh to start over, or raise training_parameters.max_steps to train further.")
+        release_run_lock(paths)
         return RunOutcome(paths, start.finished_steps)
     resume_from = start.resume_from
 
