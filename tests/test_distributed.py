@@ -181,7 +181,14 @@ def test_a_judge_shared_by_two_processes_stays_within_the_global_concurrency(tmp
         config_path.write_text(yaml.safe_dump(config))
         finish(launch(num_processes(config_path)))
         calls, most_at_once = server.calls, server.max_in_flight
-    assert calls == 2 * COMPLETIONS_PER_STEP  # every completion of both ranks judged once
+    steps = [m for m in jsonl(tmp_path / "run" / "metrics.jsonl") if "judge/generic_llm_reward/calls" in m]
+    assert len(steps) == 2
+    # every completion of both ranks judged once: sent, or answered from the cache (a repeated completion);
+    # the logged counters are averages over the 2 ranks
+    assert all(m["judge/generic_llm_reward/calls"] + m["judge/generic_llm_reward/cache_hits"] == PER_DEVICE_BATCH
+               for m in steps)
+    assert calls == sum(round(m["judge/generic_llm_reward/calls"] * PROCESSES) for m in steps)
+    assert all(m["rewards/generic_llm_reward/none_count"] == 0 for m in steps)
     assert 1 <= most_at_once <= 2  # 2 for the whole run: one slot per process
 
 

@@ -3,7 +3,8 @@
 The key is a SHA-256 of the judge model, the rendered messages and the sampling parameters; the value is
 the judge's answer (text, logprobs, token usage). Only answers that parsed are stored, so a failure is
 asked again next time. One connection per file per process, guarded by a lock: safe from any thread or
-event loop (a lookup takes microseconds, so it runs inline). `cache: false` on the reward turns it off.
+event loop (a lookup takes microseconds, so it runs inline). Several processes share one file (WAL, busy
+timeout 30 s). `cache: false` on the reward turns it off.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, Optional
+
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from .client import JudgeRequest, JudgeResponse
 
@@ -46,6 +49,13 @@ class JudgeCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._set_up()
+
+    @retry(retry=retry_if_exception(lambda error: "locked" in str(error)), stop=stop_after_attempt(30),
+           wait=wait_random_exponential(multiplier=0.05, max=1.0), reraise=True)
+    def _set_up(self) -> None:
+        """WAL mode and the table. Several processes opening a new file at once can get "database is locked"
+        from the switch to WAL (SQLite does not wait for it): try again shortly."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
