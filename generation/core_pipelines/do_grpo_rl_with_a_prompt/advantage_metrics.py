@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Hashable, Optional, Sequence
 
-from .distributed import gather_lists, is_distributed
+from .distributed import gather_step
 from .rewarding import group_ids_for
 
 TRL_STD_EPS = 1e-4  # TRL's `std + 1e-4` in _generate_and_score_completions
@@ -105,11 +105,7 @@ def with_advantage_metrics(reward_function: Any, scale_rewards: str, aggregation
         rewards = await reward_function(prompts, completions, **columns)
         log_metric = columns.get("log_metric")
         if log_metric is not None:
-            groups = group_ids_for(prompts, columns.get("source"))
-            everyone, everyones_groups = list(rewards), groups
-            if is_distributed():
-                everyone, _ = gather_lists(everyone)
-                everyones_groups, _ = gather_lists(groups)
+            everyone, everyones_groups, _ = gather_step(rewards, group_ids_for(prompts, columns.get("source")))
             advantages = trl_advantages(everyone, everyones_groups, scale_rewards, aggregation)
             for name, value in advantage_metrics(advantages, everyones_groups).items():
                 log_metric(name, value)

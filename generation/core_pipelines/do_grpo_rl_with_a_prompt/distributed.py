@@ -20,7 +20,6 @@ same process group the trainer uses later.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from typing import Any, Awaitable, Iterator, Optional
 
@@ -129,10 +128,14 @@ async def score_on_every_rank(scoring: Awaitable[Any]) -> Any:
     return result
 
 
-def gather_lists(values: list) -> tuple[list, int]:
-    """Every rank's `values` concatenated in rank order, and where this rank's part starts."""
-    parts = all_gather(list(values))
-    return [item for part in parts for item in part], sum(len(part) for part in parts[: rank()])
+def gather_step(values: list, groups: list) -> tuple[list, list, int]:
+    """The whole step's values and their prompt-group ids (every rank's, in rank order), and where this
+    rank's part starts: one collective. On one process: the inputs themselves and 0."""
+    if not is_distributed():
+        return list(values), list(groups), 0
+    parts = all_gather((list(values), list(groups)))
+    start = sum(len(part_values) for part_values, _ in parts[: rank()])
+    return [v for part, _ in parts for v in part], [g for _, part in parts for g in part], start
 
 
 @contextlib.contextmanager
@@ -151,11 +154,8 @@ def console_on_main_only() -> Iterator[None]:
     if is_main_process():
         yield
         return
-    with contextlib.redirect_stdout(io.StringIO()) as sink:
-        try:
-            yield
-        finally:
-            sink.truncate(0)
+    with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def distributed_problem(config: Any, backend_requested: Optional[str] = None) -> Optional[str]:

@@ -24,7 +24,7 @@ from generation.errors import UserInputError
 from generation.registry import UnknownNameError
 
 from .config import GRPOPipelineConfig, SEED_DATASET_LLM_KEYS
-from .distributed import gather_lists, is_distributed, score_on_every_rank
+from .distributed import gather_step, score_on_every_rank
 from .post_processors import check_scaling_kwargs, get_combination_function, get_scaling_function
 from .reward_registry import RewardFunction, check_initializer_kwargs, load_reward_modules
 from .reward_calls import RewardCaller
@@ -206,12 +206,8 @@ class CombinedReward:
                 prompts, texts, dataset_names, per_reward, combined, columns.get("source") or [],
                 self.mode_probe(), columns.get("trainer_state"),
             ))
-        groups = group_ids_for(prompts, columns.get("source"))
-        if not is_distributed():
-            return self._scale(combined, groups, **self.scaling_kwargs)
         # several processes: a prompt's group can be spread over ranks, so scale the whole step's batch
-        everyone, start = gather_lists(combined)
-        everyones_groups, _ = gather_lists(groups)
+        everyone, everyones_groups, start = gather_step(combined, group_ids_for(prompts, columns.get("source")))
         return self._scale(everyone, everyones_groups, **self.scaling_kwargs)[start:start + len(combined)]
 
     async def _score_all(self, prompts, texts, dataset_names, columns) -> dict[str, list[Optional[float]]]:
