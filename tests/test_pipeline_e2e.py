@@ -120,13 +120,13 @@ def test_stop_sequences_really_stop_generation(tmp_path, tiny_model_dir):
     assert all(" " not in original(text, [" "]) for text in seen)  # rewards see the text before the stop
 
 
-def test_prompt_token_counter_counts_tokens_of_the_templated_prompt(tiny_model_dir):
+def test_prompt_tokens_counts_tokens_of_the_templated_prompt(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import prompt_token_counter
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.data import PromptTokens
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    count = prompt_token_counter(tokenizer)
+    count = PromptTokens.from_tokenizer(tokenizer).count
     short = [{"role": "user", "content": "the cat"}]
     long = [{"role": "user", "content": "the cat sat on a mat " * 20}]
     expected = len(tokenizer(tokenizer.apply_chat_template(short, add_generation_prompt=True, tokenize=False),

@@ -142,11 +142,6 @@ def run_grpo_pipeline(
     return outcome
 
 
-def prompt_token_counter(tokenizer: Any) -> Any:
-    """messages -> number of prompt tokens after the chat template (generation prompt included)."""
-    return PromptTokens.from_tokenizer(tokenizer).count
-
-
 def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, paths: RunPaths,
                                steps: int = 0) -> tuple[Any, list]:
     """The combined reward TRL calls, with the high-scoring saver and sample printer attached."""
