@@ -22,7 +22,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError, read_yaml, redact_argv  # noqa: E402
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError  # noqa: E402
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import read_yaml  # noqa: E402
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.redaction import redact_argv  # noqa: E402
 from generation.nodes import DEFAULT_PATH_ALIASES, NODES, resolve_alias_path  # noqa: E402
 from generation.errors import UserInputError  # noqa: E402
 from generation.registry import UnknownNameError  # noqa: E402
@@ -178,7 +180,7 @@ def report_stop(name: str, status: int, skipped: int, what: str) -> int:
 
 def run_sweep(args: argparse.Namespace, plan: list[tuple[str, Path, dict]]) -> int:
     """Run each node once per grid point, each in `<output_dir>/<combination>`, then compare the runs."""
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import load_config
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import load_config
 
     grid = expand_sweep(args.sweep)
     runs = []  # (node, config path, parameters, combination, run directory): every config loaded up front

@@ -52,8 +52,8 @@ print(len(ds))
 OURS_CODE = r"""
 import json, sys
 sys.path.insert(0, sys.argv[3])
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetConfig, DatasetSettings
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.data import sample_datasets
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import DatasetConfig, DatasetSettings
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.sampling import sample_datasets
 dataset = DatasetConfig(path=sys.argv[1], **json.loads(sys.argv[4]))
 data = sample_datasets([dataset], DatasetSettings(total_rows=int(sys.argv[2])), seed=42)
 print(len(data.train_rows))

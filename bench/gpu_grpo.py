@@ -202,7 +202,8 @@ def run_raw_trl(model_dir: Path, workdir: Path, steps: int, lever: str = "") -> 
 
 def run_ours(model_dir: Path, workdir: Path, steps: int, four_bit: bool) -> dict:
     sys.path.insert(0, str(ROOT))
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt import backends, pipeline
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt import pipeline
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer import backends
 
     seen: dict = {}
     real_load_model, real_build = backends.load_model, pipeline.build_reward_and_callbacks

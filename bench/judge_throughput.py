@@ -56,7 +56,7 @@ def batch(tag: str, count: int) -> tuple[list, list]:
 
 
 def run_ours(base_url: str, calls: int, prompt_path: Path, cache_path: Path, tag: str) -> dict:
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.reward import generic_llm_reward
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.reward import generic_llm_reward
 
     reward = generic_llm_reward(
         system_prompt_path=str(prompt_path), score_types=SCORE_TYPES, eval_llm_name="judge",
@@ -92,7 +92,7 @@ def run_naive(base_url: str, calls: int, prompt_path: Path) -> dict:
     import openai
     import yaml
 
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.parsing import criteria_from_config, parse_judgement
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.parsing import criteria_from_config, parse_judgement
 
     template = yaml.safe_load(prompt_path.read_text())
     criteria = criteria_from_config(SCORE_TYPES)

@@ -72,7 +72,7 @@ def latex_rows(count: int, rng: random.Random) -> list[tuple[str, str]]:
 
 def score_ours(rows: list[tuple[str, str]], timeout_s: int) -> tuple[float, float, float]:
     """(wall seconds for all rows, slowest batch, this process's CPU seconds) through final_answer_match."""
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards.answers import final_answer_match
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.builtin.answers import final_answer_match
 
     reward = final_answer_match(mode="math", cot_start="<think>", cot_end="</think>", timeout_s=timeout_s)
     size, slowest, start, cpu = GROUP * PROMPTS_PER_BATCH, 0.0, time.perf_counter(), time.process_time()

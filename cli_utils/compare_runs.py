@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # run as `python cli_utils/<tool>.py`
     sys.path.insert(0, str(ROOT))
 
 from cli_utils.cli_io import CliInputError, read_utf8  # noqa: E402
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_files import read_jsonl  # noqa: E402
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import read_jsonl  # noqa: E402
 
 KEY_SETTINGS = (
     "model.base_model_name",

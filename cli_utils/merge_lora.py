@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python cli_utils/merge_lora.py`
     sys.path.insert(0, str(ROOT))
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import (  # noqa: E402
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import (  # noqa: E402
     ModelLoadError,
     forget_gguf_quantization,
     hub_problem,

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:  # run as `python cli_utils/<tool>.py`
     sys.path.insert(0, str(ROOT))
 
 from cli_utils.cli_io import CliInputError, writable_dir  # noqa: E402
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_files import read_jsonl  # noqa: E402
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import read_jsonl  # noqa: E402
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_PREFIXES = ("eval_", "eval/")

@@ -78,7 +78,7 @@ def accelerate_launch_command(num_processes: int, config_file: Path, script: Pat
 
 def launch_processes(num_processes: int, distributed: Optional[str], script: Path, script_args: Sequence[str]) -> int:
     """Run `script script_args` in `num_processes` processes; returns the run's exit status."""
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends import cuda_available
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends import cuda_available
 
     if num_processes < 1:
         raise UserInputError(f"--num-processes must be at least 1, got {num_processes}")

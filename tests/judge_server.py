@@ -298,7 +298,7 @@ def make_reward(base_url: str, tmp_path, score_types: Optional[list] = None, pro
     """A generic_llm_reward judged at `base_url`, with a small prompt and a cache file in `tmp_path`."""
     import yaml
 
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.reward import generic_llm_reward
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.reward import generic_llm_reward
 
     prompt_path = tmp_path / "judge_prompt.yaml"
     if not prompt_path.exists() or prompt is not None:

@@ -2,7 +2,7 @@
 
 import time
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import register_reward_function
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import register_reward_function
 
 
 @register_reward_function("test_slow_brevity")

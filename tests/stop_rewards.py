@@ -2,7 +2,7 @@
 
 import threading
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import register_reward_function
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import register_reward_function
 
 
 def _step(columns: dict) -> int:
@@ -39,7 +39,7 @@ def judge_fails_on_rank(rank: int = 1, step: int = 2):
     """Scores brevity, but on process `rank` only, from `step` on, fails like a judge that gave up."""
     import os
 
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge import JudgeFailureError
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge import JudgeFailureError
 
     def reward(prompts, completions, **columns):
         if int(os.environ.get("RANK", "0")) == rank and _step(columns) >= step:

@@ -20,26 +20,26 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends import (
     BackendUnavailableError,
     load_model,
     select_backend,
 )
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.trl_backend import lora_config_kwargs
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.generation import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends.trl_backend import lora_config_kwargs
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends.generation import (
     generation_path,
     stop_generation_kwargs,
     uses_vllm,
     vllm_grpo_kwargs,
 )
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.unsloth_backend import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends.unsloth_backend import (
     STANDARD_LORA_TARGETS,
     imported_too_early,
     unsloth_from_pretrained_kwargs,
     unsloth_peft_kwargs,
     unsloth_source_problem,
 )
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import validate_config
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
 from generation.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def test_node_imports_nothing_heavy_and_refuses_unsloth_without_gpu_before_impor
     result = run_python(textwrap.dedent("""
         import sys
         import generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline
-        from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends import select_backend, unsloth_backend
+        from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends import select_backend, unsloth_backend
         heavy = lambda: sorted(m for m in ("torch", "transformers", "trl", "peft", "unsloth", "vllm") if m in sys.modules)
         print("after import:", heavy())
         try:
@@ -127,7 +127,7 @@ def test_imported_too_early_names_the_modules_unsloth_must_precede():
 
 
 def test_from_pretrained_kwargs_from_config(tmp_path, monkeypatch):
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt import config as config_module
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import schema as config_module
 
     monkeypatch.setattr(config_module, "four_bit_problem", lambda: None)  # as on a CUDA machine with bitsandbytes
     (tmp_path / "config.json").write_text("{}")
@@ -204,7 +204,7 @@ def test_exclude_modules_leave_those_modules_without_lora(tiny_model_dir):
 
 
 def test_training_mode_is_described_for_the_plan():
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends import describe_training_mode
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends import describe_training_mode
 
     assert describe_training_mode(make_config(lora_rank=8, lora_alpha=16, exclude_modules=["o_proj"]).model) == \
         "LoRA r=8 alpha=16 on all-linear except o_proj"
@@ -212,7 +212,7 @@ def test_training_mode_is_described_for_the_plan():
 
 
 def test_full_fine_tuning_memory_is_weights_gradients_and_adam_moments():
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.trl_backend import (
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends.trl_backend import (
         describe_full_fine_tuning,
         full_fine_tuning_memory,
     )
@@ -229,12 +229,12 @@ def test_full_fine_tuning_memory_is_weights_gradients_and_adam_moments():
 
 def test_four_bit_loading_is_refused_without_cuda_even_past_the_config(tmp_path):
     """A config built elsewhere (validated on a GPU machine) still cannot load 4-bit here: a clear error."""
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends.trl_backend import (
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends.trl_backend import (
         four_bit_load_kwargs,
         load_four_bit_model,
     )
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import four_bit_problem
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import ModelSource
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import four_bit_problem
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import ModelSource
 
     import torch
 
@@ -315,8 +315,8 @@ def stand_in_unsloth(monkeypatch, calls: dict, with_engine: bool = False) -> Non
 def test_load_unsloth_model_passes_our_arguments_and_finishes_the_tokenizer(monkeypatch, tmp_path):
     import torch
 
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends import unsloth_backend
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import CHATML_TEMPLATE
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends import unsloth_backend
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import CHATML_TEMPLATE
 
     calls: dict = {}
     stand_in_unsloth(monkeypatch, calls)
@@ -336,7 +336,7 @@ def test_load_unsloth_model_passes_our_arguments_and_finishes_the_tokenizer(monk
 
 @pytest.mark.parametrize("engine_started", [True, False])
 def test_load_unsloth_model_with_vllm_reports_what_actually_runs(monkeypatch, tmp_path, engine_started):
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends import unsloth_backend
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends import unsloth_backend
 
     calls: dict = {}
     stand_in_unsloth(monkeypatch, calls, with_engine=engine_started)
@@ -444,7 +444,8 @@ import json, os, sys
 backend, config_path, out = sys.argv[1:4]
 if backend == "unsloth":
     import unsloth  # noqa: F401  (before transformers, as the node does)
-from generation.core_pipelines.do_grpo_rl_with_a_prompt import backends, pipeline
+from generation.core_pipelines.do_grpo_rl_with_a_prompt import pipeline
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer import backends
 
 kept = {}
 real_load_model = backends.load_model

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt import builtin_rewards
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards import builtin as builtin_rewards
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.builtin import (
     answers,
     common,
     formatting,
@@ -26,7 +26,7 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards import (
     repetition,
     tags,
 )
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import REWARD_FUNCTIONS
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import REWARD_FUNCTIONS
 
 BUILTIN_NAMES = [
     "cosine_scaled_correctness",
@@ -403,7 +403,7 @@ class TestMathMode:
         script.write_text(
             "import sys, threading\n"
             f"sys.path.insert(0, {str(ROOT)!r})\n"
-            "from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards.answers import (\n"
+            "from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.builtin.answers import (\n"
             "    final_answer_match)\n"
             "reward = final_answer_match(mode='math')\n"
             "out = []\n"
@@ -616,8 +616,8 @@ class TestThroughTheCombinedReward:
     def test_math_mode_and_unparsed_reference_metric(self):
         import asyncio
 
-        from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import validate_config
-        from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewarding import CombinedReward, resolve_rewards
+        from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
+        from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import CombinedReward, resolve_rewards
 
         config = validate_config({
             "model": {"base_model_name": "m"},

@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import (
-    ConfigError,
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError, grpo_config_fields
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import (
     apply_override,
-    grpo_config_fields,
     load_config,
-    redact_secrets,
     validate_config,
 )
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.redaction import redact_secrets
 
 SEED_CONFIG = Path(__file__).parent / "data" / "seed_config.yaml"
 MINIMAL = {"model": {"base_model_name": "m"}, "datasets": [{"path": "d.jsonl"}]}

@@ -8,21 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import (
-    ConfigError,
-    generation_batch_problem,
-    redact_argv,
-    redact_secrets,
-    validate_config,
-)
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.grpo_args import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError, generation_batch_problem
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.redaction import redact_argv, redact_secrets
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.grpo_args import (
     TRL_CHOICES,
     build_grpo_config,
     key_named_in,
     planned_steps,
 )
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import CHATML_TEMPLATE
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_files import RunPaths
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import CHATML_TEMPLATE
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import RunPaths
 
 BASE = {"model": {"base_model_name": "m"}, "datasets": [{"path": "d.jsonl"}],
         "training_parameters": {"num_generations": 2, "per_device_train_batch_size": 4, "max_steps": 3}}

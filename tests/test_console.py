@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.console import format_log_line
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.console import format_log_line
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import run_grpo_pipeline
 from judge_server import JudgeServer, by_response
 from test_judge_e2e import judge_config

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetConfig, DatasetSettings
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.data import (
-    DataError,
-    SampledData,
-    fit_prompts_to_length,
-    sample_datasets,
-)
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import DatasetConfig, DatasetSettings
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.formats import DataError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.sampling import SampledData, sample_datasets
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.truncation import fit_prompts_to_length
 
 # ------------------------------------------------------------------------------------------- helpers
 

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 from test_data import sample, write
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.data import DataError
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.data_columns import TRL_REWARD_ARGUMENTS
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.formats import DataError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.columns import TRL_REWARD_ARGUMENTS
 
 
 def verl(i: int) -> dict:
@@ -105,14 +105,14 @@ def test_prompt_template_builds_the_user_turn_and_a_missing_field_is_a_bad_row(t
                                                ("Solve {{ question }}", "single braces"),
                                                ("Solve {q", "expected '}'"), ("{a[0]}", "dotted names")])
 def test_prompt_template_is_checked_with_the_config(template, message):
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetConfig
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import DatasetConfig
 
     with pytest.raises(ValidationError, match=message):
         DatasetConfig(path="d.jsonl", prompt_template=template)
 
 
 def test_prompt_column_and_template_together_are_refused():
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetConfig
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import DatasetConfig
 
     with pytest.raises(ValidationError, match="give prompt_column or prompt_template"):
         DatasetConfig(path="d.jsonl", prompt_template="Q: {q}", prompt_column="q")

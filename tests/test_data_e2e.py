@@ -10,7 +10,7 @@ import yaml
 from test_data import write
 
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import run_grpo_pipeline
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import register_reward_function
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import register_reward_function
 
 SEEN: list[dict] = []
 

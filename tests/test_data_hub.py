@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from test_data import sample, write
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.data import DataError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.formats import DataError
 
 datasets = pytest.importorskip("datasets")
 

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 
 from test_data import sample, write
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import GRPOPipelineConfig
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.data_plan import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import GRPOPipelineConfig
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.plan import (
     ANSWER_READING_BUILTINS,
     describe_data,
     reads_answer,
     shorten,
 )
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import load_reward_modules
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewarding import resolve_rewards
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import load_reward_modules
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import resolve_rewards
 
 
 def test_the_answer_reading_builtins_are_registered():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from test_data import sample, write
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import DatasetSettings
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.data import DataError, PromptTokens, fit_prompts_to_length
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import DatasetSettings
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.formats import DataError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.truncation import PromptTokens, fit_prompts_to_length
 
 # One token per word plus one per message (a stand-in for the chat template's own tokens).
 WORDS = PromptTokens(

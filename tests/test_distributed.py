@@ -253,7 +253,7 @@ def test_sharded_training_on_two_gpus(tmp_path, tiny_model_dir, template):
 
 
 def config_for(**sections):
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import validate_config
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
 
     return validate_config({"model": {"base_model_name": "m", **sections.get("model", {})},
                             "training_parameters": sections.get("training_parameters", {}),
@@ -274,7 +274,7 @@ def test_what_several_processes_cannot_do_is_caught_before_the_model_loads(monke
 
 
 def test_judge_limits_are_shared_out_between_the_processes():
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.client import Limits
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.client import Limits
 
     share = Limits(max_concurrency=8, requests_per_minute=600, tokens_per_minute=None).per_process(2)
     assert (share.max_concurrency, share.requests_per_minute, share.tokens_per_minute) == (4, 300, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards import ifeval
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.builtin import ifeval
 
 # ids and kwargs laid out as google/IFEval rows are (unused keys None after Arrow unifies the dicts)
 NO_COMMA = "punctuation:no_comma"

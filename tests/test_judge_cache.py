@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.cache import open_cache
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.client import JudgeRequest, JudgeResponse
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.cache import open_cache
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.client import JudgeRequest, JudgeResponse
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every writer opens the new file at the same instant
 cache = open_cache({path!r})
 for i in range(50):
@@ -32,6 +32,6 @@ def test_several_processes_create_and_fill_one_new_cache_file_at_once(tmp_path):
     errors = [writer.communicate(timeout=120)[1] for writer in writers]
     assert all(writer.returncode == 0 for writer in writers), errors
     sys.path.insert(0, str(ROOT))
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.cache import JudgeCache
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.cache import JudgeCache
 
     assert JudgeCache(path).count() == 6 * 50

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge import client as judge_client
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.client import RateLimiter, retry_after_seconds
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge import client as judge_client
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.client import RateLimiter, retry_after_seconds
 from judge_server import (
     JudgeServer,
     Reply,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.client import JudgeRequest
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.local import LocalJudge, resolve_local_model
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.prompt import NODE_DIR
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.client import JudgeRequest
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.local import LocalJudge, resolve_local_model
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.prompt import NODE_DIR
 from judge_server import make_reward
 
 Q = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -80,10 +80,10 @@ class TestTinyModel:
         assert rendered.endswith("<|im_start|>assistant\n<score>")
 
     def test_local_answers_are_cached(self, tiny_model_dir, tmp_path, monkeypatch):
-        from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.parsing import Verdict
+        from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.parsing import Verdict
 
         # Pretend every answer parses, so that it is cached; the second run must not generate.
-        monkeypatch.setattr("generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.reward.parse_judgement",
+        monkeypatch.setattr("generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.reward.parse_judgement",
                             lambda *a, **k: Verdict({"helpfulness": 5.0}))
         reward = make_reward(f"local:{tiny_model_dir}", tmp_path, eval_llm_name=None, max_tokens=4, temperature=0.0)
         run(reward, ["four"])

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge import parsing
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.parsing import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge import parsing
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.parsing import (
     combine,
     criteria_from_config,
     mask_ignored,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.parsing import criteria_from_config, parse_judgement
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.prompt import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.parsing import criteria_from_config, parse_judgement
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.prompt import (
     NODE_DIR,
     load_prompt,
     missing_tags,

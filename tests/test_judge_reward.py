@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge import JudgeFailureError
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge import client as judge_client
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge.reward import LLMJudgeReward, generic_llm_reward
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge import JudgeFailureError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge import client as judge_client
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge.reward import LLMJudgeReward, generic_llm_reward
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import (
     REWARD_FUNCTIONS,
     check_initializer_kwargs,
 )

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards import length_shaping, reasoning_steps, tags
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.builtin import length_shaping, reasoning_steps, tags
 
 
 def call(reward, completions, **columns):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError
 from generation.errors import UserInputError
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import run_grpo_pipeline
 import slow_reward  # noqa: F401  (registers test_slow_brevity for the in-process runs too)

@@ -208,7 +208,7 @@ def test_packaged_smollm2_name_works_as_base(adapter_dir, tmp_path):
     """`--base-model smollm2-gguf` (the shipped default's name) reaches SmolLM2's GGUF: the tiny model's adapter
     is then refused for its shapes, which proves the packaged base was found and read (no weights loaded)."""
     from cli_utils.merge_lora import resolve_base
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import resolve_model_source
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import resolve_model_source
 
     source = resolve_model_source("smollm2-gguf")
     assert resolve_base("smollm2-gguf", None) == (source.name_or_path, source.gguf_file)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.model_loading import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import (
     CHATML_TEMPLATE,
     ModelLoadError,
     load_causal_lm,

@@ -98,7 +98,7 @@ def test_a_few_grpo_steps_write_adapter_metrics_and_examples(tmp_path, tiny_mode
 
 def test_stop_sequences_really_stop_generation(tmp_path, tiny_model_dir):
     """With a stop string that the tiny model emits often, completions end at it (and rewards see text before it)."""
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt import rewarding
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards import combined as rewarding
 
     seen: list[str] = []
     original = rewarding.completion_text
@@ -123,7 +123,7 @@ def test_stop_sequences_really_stop_generation(tmp_path, tiny_model_dir):
 def test_prompt_tokens_counts_tokens_of_the_templated_prompt(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.data import PromptTokens
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.data.truncation import PromptTokens
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     count = PromptTokens.from_tokenizer(tokenizer).count

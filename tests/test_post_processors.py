@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt import post_processors as pp
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards import post_processors as pp
 from generation.registry import UnknownNameError
 
 NAN = float("nan")

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt import reward_calls, reward_results
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import validate_config
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.judge import JudgeFailureError
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import register_reward_function
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_results import check_reward_result
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewarding import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards import calls as reward_calls, results as reward_results
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge import JudgeFailureError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import register_reward_function
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.results import check_reward_result
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import (
     CombinedReward,
     RewardFunctionError,
     RewardTimeoutError,
     resolve_rewards,
 )
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_files import JsonlAppender
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_stop import RunStopError, exit_status
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import JsonlAppender
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.stop import RunStopError, exit_status
 
 P = [{"role": "user", "content": "q"}]
 RETURNS: dict[str, object] = {}  # what test_returns hands back, set per test

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.builtin_rewards import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.builtin import (
     answers,
     formatting,
     gec,

@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import validate_config
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.reward_registry import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import (
     REWARD_FUNCTIONS,
     check_initializer_kwargs,
     register_reward_function,
 )
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewarding import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import (
     CombinedReward,
     RewardFunctionError,
     completion_text,

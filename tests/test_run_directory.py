@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import ConfigError, validate_config
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.lifecycle import (
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.directory import (
     acquire_run_lock, generation_round_steps, release_run_lock,
 )
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import run_grpo_pipeline
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.run_files import RunPaths
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import RunPaths
 from generation.errors import UserInputError
 from test_lifecycle import lifecycle_config, start_run, step_lines, wait_for
 from test_pipeline_e2e import tiny_config

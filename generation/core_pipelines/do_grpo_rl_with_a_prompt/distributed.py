@@ -50,7 +50,7 @@ def _state() -> Any:
     """accelerate's PartialState (created once; it initialises the process group the trainer reuses)."""
     from accelerate import PartialState
 
-    from .backends import cuda_available
+    from .trainer.backends import cuda_available
 
     return PartialState(cpu=not cuda_available())
 
@@ -116,7 +116,7 @@ async def score_on_every_rank(scoring: Awaitable[Any]) -> Any:
         result = await scoring
     except Exception as error:  # re-raised below, on this rank and (as a copy) on the others
         failure = error
-    from .run_stop import RunStopError
+    from .run.stop import RunStopError
 
     reports = all_gather(None if failure is None else (isinstance(failure, RunStopError), f"{failure}"))
     if failure is not None:

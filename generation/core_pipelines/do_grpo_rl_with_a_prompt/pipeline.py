@@ -15,19 +15,22 @@ from typing import Any, Optional
 
 from generation.errors import UserInputError
 
-from .backends import describe_training_mode, load_model, select_backend
-from .backends.unsloth_backend import unsloth_source_problem
-from .config import ConfigError, GRPOPipelineConfig, load_config, naming_the_file, redact_secrets
-from .data import PromptTokens, SampledData, fit_prompts_to_length, sample_datasets
-from .data_plan import describe_data
-from .grpo_args import build_grpo_config, planned_steps
+from .trainer.backends import describe_training_mode, load_model, select_backend
+from .trainer.backends.unsloth_backend import unsloth_source_problem
+from .config.schema import ConfigError, GRPOPipelineConfig
+from .config.files import load_config, naming_the_file
+from .config.redaction import redact_secrets
+from .data.truncation import PromptTokens, fit_prompts_to_length
+from .data.sampling import SampledData, sample_datasets
+from .plan import describe_data
+from .trainer.grpo_args import build_grpo_config, planned_steps
 from .distributed import (
     distributed_problem, is_distributed, is_main_process, run_on_main, single_gpu_only_problem, world_size,
 )
-from .lifecycle import check_checkpoints_align, generation_round_steps, prepare_run_directory, release_run_lock
-from .rewarding import CombinedReward, RewardPlan, resolve_rewards
-from .run_files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
-from .run_stop import EXIT_FINISHED, exit_status
+from .run.directory import check_checkpoints_align, generation_round_steps, prepare_run_directory, release_run_lock
+from .rewards.combined import CombinedReward, RewardPlan, resolve_rewards
+from .run.files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
+from .run.stop import EXIT_FINISHED, exit_status
 
 
 @dataclass
@@ -123,7 +126,7 @@ def run_grpo_pipeline(
     reward_function, callbacks = build_reward_and_callbacks(config, plan, paths, planned_steps(config, len(data.train_rows)))
 
     # 8. Train, then save the final adapter with its tokenizer.
-    from .training import train
+    from .trainer.training import train
 
     result = train(config, paths, loaded, reward_function, data.train_rows, data.eval_rows, callbacks, resume_from)
     if result.stopped_early:
@@ -145,7 +148,7 @@ def run_grpo_pipeline(
 def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, paths: RunPaths,
                                steps: int = 0) -> tuple[Any, list]:
     """The combined reward TRL calls, with the high-scoring saver and sample printer attached."""
-    from .callbacks import BatchLog, HighScoringSaver, SamplePrinter, fan_out, make_metrics_callback
+    from .run.records import BatchLog, HighScoringSaver, SamplePrinter, fan_out, make_metrics_callback
 
     every = config.training_parameters.sample_every or max(1, (steps or config.training_parameters.max_steps) // 5)
     listeners = [
@@ -203,7 +206,7 @@ def summarize_run(paths: RunPaths, steps: int, status: int = EXIT_FINISHED) -> R
     """
     import json
 
-    from .callbacks import reward_trend
+    from .run.records import reward_trend
 
     first, last = reward_trend(read_jsonl(paths.metrics))
     finished = status == EXIT_FINISHED
@@ -230,7 +233,7 @@ def summarize_run(paths: RunPaths, steps: int, status: int = EXIT_FINISHED) -> R
 
 def describe_plan(config: GRPOPipelineConfig, data: SampledData, plan: RewardPlan) -> str:
     """The run plan: rows per dataset, rewards per dataset, the effective training parameters."""
-    from .training import effective_scale_rewards
+    from .trainer.training import effective_scale_rewards
 
     tp = config.training_parameters
     extras = ", ".join(f"{k}={v}" for k, v in sorted((tp.model_extra or {}).items()))

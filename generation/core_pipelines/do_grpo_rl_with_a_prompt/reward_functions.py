@@ -21,7 +21,7 @@ builtin_rewards/, LLM judges in judge/. Run `python run_augmentoolkit.py --dry-r
 
 from __future__ import annotations
 
-from .reward_registry import register_reward_function
+from .rewards.registry import register_reward_function
 
 
 @register_reward_function("mentions_keyword")

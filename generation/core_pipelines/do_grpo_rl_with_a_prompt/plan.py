@@ -1,0 +1,101 @@
+"""The data part of the run plan: counts, how each dataset's rows were read, one sample, and warnings.
+
+For each dataset the plan shows its layout (auto-detected or configured), the columns renamed because TRL
+or this node passes a reward argument of that name, and one sampled prompt (shortened) with its reference
+answer, so that a user sees what the model will be asked and what rewards compare against. A dataset
+whose reference answers are all empty while one of its rewards reads `answer` gets a warning.
+
+Which rewards read `answer` (a simple rule, kept here): the reward declares it (`reads_answer = True` on
+the function), it is a built-in known to (ANSWER_READING_BUILTINS), its signature names `answer`, or it is
+an LLM judge whose prompt shows {answer}.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from .data.columns import BASE_COLUMNS
+
+if TYPE_CHECKING:
+    from .config.schema import GRPOPipelineConfig
+    from .data.sampling import SampledData
+    from .rewards.combined import RewardPlan
+
+ANSWER_READING_BUILTINS = frozenset({
+    "final_answer_match", "gsm8k_correctness", "gsm8k_reward", "gec_edit_f1", "cosine_scaled_correctness",
+})
+"""Built-in rewards that compare against the `answer` column (names registered in builtin_rewards/)."""
+SAMPLE_CHARS = 160
+
+
+def describe_data(config: "GRPOPipelineConfig", data: "SampledData", plan: "RewardPlan") -> str:
+    """The report's table, then per dataset: layout, renamed columns, one sample; then the warnings."""
+    report = data.report
+    lines = [report.summary()]
+    rows_by_dataset: dict[str, list[dict]] = {}
+    for row in data.train_rows + data.eval_rows:
+        rows_by_dataset.setdefault(row["dataset_name"], []).append(row)
+    warnings = []
+    for dataset in config.datasets:
+        name = dataset.display_name
+        lines.append(f"{name}: {report.layouts.get(name, 'no rows read')}")
+        if report.renamed_columns.get(name):
+            renamed = ", ".join(f"{column[4:]} -> {column}" for column in report.renamed_columns[name])
+            lines.append(f"  renamed columns (TRL or this node passes reward arguments of these names): {renamed}")
+        rows = rows_by_dataset.get(name, [])
+        columns = [key for key in (rows[0] if rows else {}) if key not in BASE_COLUMNS
+                   and any(row[key] is not None for row in rows)]
+        if columns:
+            lines.append(f"  columns for rewards besides answer: {shorten(', '.join(columns))}")
+        if rows:
+            lines.append(f"  sample prompt: {shorten_messages(rows[0]['prompt'])}")
+            lines.append(f"  sample answer: {shorten(rows[0]['answer']) if rows[0]['answer'] else '(empty)'}")
+        readers = answer_readers(dataset, plan.per_dataset.get(name, []))
+        if rows and readers and not any(str(row["answer"]).strip() for row in rows):
+            warnings.append(
+                f"warning: dataset '{name}': every reference answer is empty, yet these rewards read `answer` "
+                f"and get no signal from it: {', '.join(readers)}; set the dataset's answer_column (a dotted "
+                "path such as reward_model.ground_truth)"
+            )
+    return "\n".join(lines + warnings)
+
+
+def answer_readers(dataset: Any, resolved: list) -> list[str]:
+    """Labels of the dataset's rewards that read the `answer` column (see the module doc)."""
+    return [
+        reward.label for entry, reward in zip(dataset.reward_funcs, resolved)
+        if reads_answer(entry.name, reward.function)
+    ]
+
+
+def reads_answer(name: str, function: Any) -> bool:
+    """Whether a reward reads the `answer` column: declared, a known built-in, a parameter, or a judge prompt."""
+    declared = getattr(function, "reads_answer", None)
+    if declared is not None:
+        return bool(declared)
+    if name in ANSWER_READING_BUILTINS:
+        return True
+    for target in (function, getattr(function, "__call__", None)):
+        try:
+            if "answer" in inspect.signature(target).parameters:
+                return True
+        except (TypeError, ValueError):
+            continue
+    messages = getattr(getattr(function, "prompt", None), "messages", None)
+    if isinstance(messages, list):
+        from .rewards.judge.prompt import placeholders_in
+
+        return any("answer" in placeholders_in(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
+    return False
+
+
+def shorten(text: Any, limit: int = SAMPLE_CHARS) -> str:
+    """One line of at most `limit` characters (newlines shown as ⏎)."""
+    flat = str(text).replace("\r\n", "\n").replace("\n", "⏎")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def shorten_messages(messages: list[dict]) -> str:
+    """[role] content | [role] content ..., shortened as a whole."""
+    return shorten(" | ".join(f"[{m['role']}] {m['content']}" for m in messages), 2 * SAMPLE_CHARS)
