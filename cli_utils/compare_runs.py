@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python cli_utils/<tool>.py`
     sys.path.insert(0, str(ROOT))
@@ -84,8 +86,6 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def run_facts(run_dir: Path, window: int) -> dict[str, Any]:
     """Everything the table shows about one run."""
-    import yaml
-
     records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if _number(r.get("step")) is not None]
     is_eval = [any(k.startswith(("eval_", "eval/")) for k in r) for r in records]
     train = [r for r, flag in zip(records, is_eval) if not flag]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import os
 import shutil
@@ -229,8 +230,6 @@ def gguf_kwargs(gguf_file: str | None) -> dict[str, Any]:
     """from_pretrained arguments that load a GGUF file as plain dense weights (PEFT needs nn.Linear)."""
     if not gguf_file:
         return {}
-    import inspect
-
     import transformers
 
     kwargs: dict[str, Any] = {"gguf_file": gguf_file}

@@ -19,6 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+import yaml
+
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.distributed import cuda_available, is_main_process
 from generation.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +52,6 @@ def resolve_accelerate_config(name_or_path: Optional[str]) -> Path:
 
 def check_accelerate_config(path: Path, has_cuda: bool) -> str:
     """The config's distributed_type, after checking this machine can run it (raises UserInputError)."""
-    import yaml
-
     try:
         settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
@@ -78,8 +79,6 @@ def accelerate_launch_command(num_processes: int, config_file: Path, script: Pat
 
 def launch_processes(num_processes: int, distributed: Optional[str], script: Path, script_args: Sequence[str]) -> int:
     """Run `script script_args` in `num_processes` processes; returns the run's exit status."""
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends import cuda_available
-
     if num_processes < 1:
         raise UserInputError(f"--num-processes must be at least 1, got {num_processes}")
     has_cuda = cuda_available()
@@ -108,7 +107,7 @@ def launch_processes(num_processes: int, distributed: Optional[str], script: Pat
 def record_exit_status(status: int) -> None:
     """In a launched child: tell the launcher our exit status (the main process only)."""
     target = os.environ.get(STATUS_FILE_ENV)
-    if target and os.environ.get("RANK", "0") == "0":
+    if target and is_main_process():
         try:
             Path(target).write_text(str(status))
         except OSError:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from generation.registry import Registry
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import run_grpo_pipeline
+from generation.registry import Registry, did_you_mean
 
 NODES: Registry[Callable[..., Any]] = Registry("pipeline node")
 
@@ -23,8 +24,6 @@ DEFAULT_PATH_ALIASES = {
 @NODES.register("grpo-rl-pipeline")
 def run_grpo_node(config_path: str, overrides: list[str], dry_run: bool, fresh: bool = False, **parameters: Any) -> Any:
     """The GRPO node (generation/core_pipelines/do_grpo_rl_with_a_prompt)."""
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import run_grpo_pipeline
-
     return run_grpo_pipeline(config_path, overrides=overrides, dry_run=dry_run, fresh=fresh, **parameters)
 
 
@@ -34,7 +33,5 @@ def resolve_alias_path(value: str, aliases: dict[str, str], root: Path) -> Path:
     if sep and alias in aliases:
         return root / aliases[alias] / rest
     if sep and len(alias) > 1 and not Path(value).exists():  # 'C:' style drive letters are not aliases
-        from generation.registry import did_you_mean
-
         raise ValueError(f"unknown path alias '{alias}'{did_you_mean(alias, sorted(aliases))} in '{value}'")
     return root / value

@@ -127,9 +127,6 @@ def test_imported_too_early_names_the_modules_unsloth_must_precede():
 
 
 def test_from_pretrained_kwargs_from_config(tmp_path, monkeypatch):
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import schema as config_module
-
-    monkeypatch.setattr(config_module, "four_bit_problem", lambda: None)  # as on a CUDA machine with bitsandbytes
     (tmp_path / "config.json").write_text("{}")
     config = make_config(tmp_path, max_seq_length=1024, gpu_memory_utilization=0.4, lora_rank=32, load_in_4bit=True)
     assert unsloth_from_pretrained_kwargs(config, vllm_available=True) == {
@@ -233,7 +230,7 @@ def test_four_bit_loading_is_refused_without_cuda_even_past_the_config(tmp_path)
         four_bit_load_kwargs,
         load_four_bit_model,
     )
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import four_bit_problem
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends.base import four_bit_problem
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import ModelSource
 
     import torch

@@ -617,7 +617,8 @@ class TestThroughTheCombinedReward:
         import asyncio
 
         from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
-        from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import CombinedReward, resolve_rewards
+        from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import CombinedReward
+        from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.plan import resolve_rewards
 
         config = validate_config({
             "model": {"base_model_name": "m"},

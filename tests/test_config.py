@@ -14,6 +14,7 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import (
     validate_config,
 )
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.redaction import redact_secrets
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.batching import fit_batch_to_groups
 
 SEED_CONFIG = Path(__file__).parent / "data" / "seed_config.yaml"
 MINIMAL = {"model": {"base_model_name": "m"}, "datasets": [{"path": "d.jsonl"}]}
@@ -33,13 +34,14 @@ def test_minimal_config_gets_defaults():
     assert config.model.backend == "auto"
 
 
-def test_seed_config_validates_once_its_batch_holds_a_prompt_group():
-    # The seed trains 1 completion per step with num_generations 6 (Unsloth silently raised the batch to 6);
-    # TRL refuses that, so it is an error here, named before anything loads.
-    with pytest.raises(ConfigError, match=r"training_parameters.per_device_train_batch_size: .* multiple of "
-                                          r"num_generations 6.*e.g. per_device_train_batch_size 6"):
-        load_config(SEED_CONFIG)
-    config = load_config(SEED_CONFIG, ["training_parameters.per_device_train_batch_size=6"])
+def test_seed_config_validates_and_its_batch_is_raised_to_a_prompt_group():
+    # The seed trains 1 completion per step with num_generations 6; Augmentoolkit's Unsloth trainer raised the
+    # batch to 6. Here the launch check does the same and says so (the schema itself reads no environment).
+    config = load_config(SEED_CONFIG)
+    assert config.training_parameters.per_device_train_batch_size == 1
+    note = fit_batch_to_groups(config.training_parameters, processes=1)
+    assert config.training_parameters.per_device_train_batch_size == 6
+    assert note.startswith("per_device_train_batch_size 1 -> 6") and "yourself to silence this" in note
     assert config.training_parameters.model_extra["optim"] == "paged_adamw_8bit"
     assert config.training_parameters.model_extra["warmup_steps"] == 0.1  # warmup_ratio, renamed in transformers 5
     assert config.training_parameters.model_stop_sequences == ["**Finished.**", "Human:", "AI:"]

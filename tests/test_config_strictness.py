@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError, generation_batch_problem
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.batching import fit_batch_to_groups, generation_batch_problem
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.redaction import redact_argv, redact_secrets
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.grpo_args import (
     TRL_CHOICES,
     build_grpo_config,
     key_named_in,
-    planned_steps,
 )
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.batching import planned_steps
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import CHATML_TEMPLATE
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import RunPaths
 
@@ -133,12 +134,29 @@ class TestGenerationBatch:
                 trl_refuses = True
             assert (ours is not None) == trl_refuses, (batch, accumulation, generations, ours)
 
-    def test_world_size_is_read_from_the_environment(self, monkeypatch):
-        monkeypatch.setenv("WORLD_SIZE", "3")
-        with pytest.raises(ConfigError, match=r"2 x 3 process\(es\)"):
-            config_with(per_device_train_batch_size=2, num_generations=4)
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        config_with(per_device_train_batch_size=2, num_generations=4)
+    def test_the_number_of_processes_counts_and_is_a_parameter(self):
+        with pytest.raises(ConfigError, match=r"training_parameters.per_device_train_batch_size: .*2 x 3 process\(es\)"):
+            fit_batch_to_groups(config_with(per_device_train_batch_size=2, num_generations=4).training_parameters, 3)
+        assert fit_batch_to_groups(config_with(per_device_train_batch_size=2, num_generations=4).training_parameters, 2) is None
+
+    def test_a_batch_smaller_than_a_group_is_raised_to_the_smallest_whole_group(self):
+        # Augmentoolkit's configs: per_device_train_batch_size 1, gradient_accumulation_steps 1, num_generations 6
+        for processes, raised in ((1, 6), (2, 3), (3, 2), (4, 3)):
+            training = config_with(per_device_train_batch_size=1, num_generations=6).training_parameters
+            note = fit_batch_to_groups(training, processes)
+            assert training.per_device_train_batch_size == raised, processes
+            assert f"per_device_train_batch_size 1 -> {raised}" in note
+        training = config_with(per_device_train_batch_size=1, num_generations=6, steps_per_generation=4).training_parameters
+        fit_batch_to_groups(training, 1)
+        assert training.per_device_train_batch_size == 3  # a round of 3 x 4 = 12 completions: two whole groups
+
+    def test_a_larger_batch_that_is_no_multiple_stays_an_error(self):
+        with pytest.raises(ConfigError, match="multiple of num_generations 2"):
+            fit_batch_to_groups(config_with(per_device_train_batch_size=3, num_generations=2).training_parameters, 1)
+        training = config_with(per_device_train_batch_size=2, num_generations=6, generation_batch_size=2).training_parameters
+        with pytest.raises(ConfigError, match="generation_batch_size 2 completions"):
+            fit_batch_to_groups(training, 1)  # a generation_batch_size the user set is never raised
+        assert training.per_device_train_batch_size == 2
 
 
 class TestSettingsThatCannotTrain:
@@ -163,11 +181,11 @@ class TestEpochs:
         config = validate_config({**BASE, "training_parameters": {"num_train_epochs": 2, "num_generations": 2,
                                                                   "per_device_train_batch_size": 4}})
         assert config.training_parameters.max_steps == -1
-        assert planned_steps(config, train_rows=10) == 10  # 10 prompts x 2 completions / 4 per step, x 2 epochs
+        assert planned_steps(config.training_parameters, train_rows=10, processes=1) == 10  # 10 prompts x 2 completions / 4 per step, x 2 epochs
 
     def test_max_steps_wins_when_both_are_given(self):
         config = config_with(num_train_epochs=2)
-        assert config.training_parameters.max_steps == 3 and planned_steps(config, 10) == 3
+        assert config.training_parameters.max_steps == 3 and planned_steps(config.training_parameters, 10, 1) == 3
 
     def test_trl_trains_for_the_epochs(self, tmp_path):
         config = validate_config({**BASE, "training_parameters": {"num_train_epochs": 2, "num_generations": 2,

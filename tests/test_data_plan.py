@@ -14,7 +14,7 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.plan import (
     shorten,
 )
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import load_reward_modules
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import resolve_rewards
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.plan import resolve_rewards
 
 
 def test_the_answer_reading_builtins_are_registered():

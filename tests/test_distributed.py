@@ -180,16 +180,26 @@ def test_a_judge_shared_by_two_processes_stays_within_the_global_concurrency(tmp
         }]
         config_path.write_text(yaml.safe_dump(config))
         finish(launch(num_processes(config_path)))
-        calls, most_at_once = server.calls, server.max_in_flight
+        calls, most_at_once, requests = server.calls, server.max_in_flight, list(server.requests)
     steps = [m for m in jsonl(tmp_path / "run" / "metrics.jsonl") if "judge/generic_llm_reward/calls" in m]
     assert len(steps) == 2
-    # every completion of both ranks judged once: sent, or answered from the cache (a repeated completion);
-    # the logged counters are averages over the 2 ranks
-    assert all(m["judge/generic_llm_reward/calls"] + m["judge/generic_llm_reward/cache_hits"] == PER_DEVICE_BATCH
-               for m in steps)
-    assert calls == sum(round(m["judge/generic_llm_reward/calls"] * PROCESSES) for m in steps)
-    assert all(m["rewards/generic_llm_reward/none_count"] == 0 for m in steps)
     assert 1 <= most_at_once <= 2  # 2 for the whole run: one slot per process
+    # the counters are the step's totals over both ranks, as the server saw them: every completion of both
+    # ranks judged once (sent, or answered from the cache for a repeated completion)
+    assert all(m["judge/generic_llm_reward/calls"] + m["judge/generic_llm_reward/cache_hits"] == COMPLETIONS_PER_STEP
+               for m in steps)
+    assert calls == sum(m["judge/generic_llm_reward/calls"] for m in steps)
+    sent_tokens = sum(sum(len(str(message["content"])) for message in body["messages"]) // 4 for body in requests)
+    assert sum(m["judge/generic_llm_reward/prompt_tokens"] for m in steps) == sent_tokens
+    assert all(m["rewards/generic_llm_reward/none_count"] == 0 for m in steps)
+    # means and stds over the whole step's completions (every completion is saved), as one process logs them
+    examples = jsonl(tmp_path / "run" / "high_scoring_examples.jsonl")
+    for m in steps:
+        scores = [e["scores"]["generic_llm_reward"] for e in examples if e["step"] == m["step"]]
+        assert len(scores) == COMPLETIONS_PER_STEP
+        mean = sum(scores) / len(scores)
+        assert m["rewards/generic_llm_reward/mean"] == pytest.approx(mean)
+        assert m["rewards/generic_llm_reward/std"] == pytest.approx((sum((x - mean) ** 2 for x in scores) / len(scores)) ** 0.5)
 
 
 def test_a_judge_failing_on_one_process_stops_both_at_the_same_step_with_one_checkpoint(tmp_path, tiny_model_dir):

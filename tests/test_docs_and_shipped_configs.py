@@ -9,7 +9,7 @@ import pytest
 
 from cli_utils.config_reference import config_reference
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import load_config
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import resolve_rewards
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.plan import resolve_rewards
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = ROOT / "generation" / "core_pipelines" / "do_grpo_rl_with_a_prompt"

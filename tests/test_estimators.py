@@ -15,7 +15,7 @@ import pytest
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards import advantage_metrics as am
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards import post_processors as pp
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.training import effective_scale_rewards
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.grpo_args import effective_scale_rewards
 from generation.errors import UserInputError
 
 

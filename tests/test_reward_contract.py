@@ -16,12 +16,10 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import vali
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.judge import JudgeFailureError
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import register_reward_function
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.results import check_reward_result
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import (
-    CombinedReward,
-    RewardFunctionError,
-    RewardTimeoutError,
-    resolve_rewards,
-)
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import CombinedReward
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.results import RewardFunctionError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.stop import RewardTimeoutError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.plan import resolve_rewards
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import JsonlAppender
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.stop import RunStopError, exit_status
 

@@ -7,17 +7,15 @@ import asyncio
 import pytest
 
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.grpo_args import effective_scale_rewards
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import (
     REWARD_FUNCTIONS,
     check_initializer_kwargs,
     register_reward_function,
 )
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import (
-    CombinedReward,
-    RewardFunctionError,
-    completion_text,
-    resolve_rewards,
-)
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.combined import CombinedReward, completion_text
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.results import RewardFunctionError
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.plan import resolve_rewards
 from generation.errors import UserInputError
 
 INITIALIZED: list[dict] = []
@@ -133,8 +131,8 @@ def test_start_up_errors_name_the_dataset_and_reward():
     with pytest.raises(UserInputError, match="reward: unknown scaling function 'zscore'"):
         resolve_rewards(config([{"path": "a.jsonl", "reward_funcs": [{"name": "test_length_score"}]}],
                                scaling_function="zscore"))
-    with pytest.raises(UserInputError, match="scale twice"):
-        resolve_rewards(validate_config({
+    with pytest.raises(UserInputError, match="scale twice"):  # checked where TRL's arguments are built
+        effective_scale_rewards(validate_config({
             "model": {"base_model_name": "m"}, "reward": {"scaling_function": "rank"},
             "training_parameters": {"scale_rewards": "group"},
             "datasets": [{"path": "a.jsonl", "reward_funcs": [{"name": "test_length_score"}]}]}))

@@ -18,9 +18,8 @@ import yaml
 
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import validate_config
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.directory import (
-    acquire_run_lock, generation_round_steps, release_run_lock,
-)
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.directory import acquire_run_lock, release_run_lock
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.batching import generation_round_steps
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.pipeline import run_grpo_pipeline
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import RunPaths
 from generation.errors import UserInputError
@@ -104,6 +103,27 @@ def test_rerunning_a_finished_run_trains_nothing(tmp_path, tiny_model_dir):
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
 
 
+def test_a_finished_run_extended_then_killed_resumes_instead_of_passing_for_finished(tmp_path, tiny_model_dir):
+    """Issue 20, item 1: the earlier attempt's summary (finished, 2 steps) must not describe the longer run."""
+    config = edit(lifecycle_config(tmp_path, tiny_model_dir, "run"), set_training(max_steps=2, save_total_limit=None))
+    run = tmp_path / "run"
+    assert start_run(config).wait(timeout=300) == 0
+    assert json.loads((run / "summary.json").read_text())["finished"] is True
+
+    longer = start_run(edit(config, set_training(max_steps=4)))
+    wait_for(run / "checkpoints" / "checkpoint-3", longer)
+    longer.send_signal(signal.SIGKILL)  # dies like an OOM or a reboot: no summary written
+    longer.wait()
+    assert not (run / "summary.json").exists()  # the 2-step summary no longer claims the run
+
+    again = start_run(config)
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, output[-2000:]
+    assert "resuming from" in output and "already finished" not in output
+    assert train_step_lines(run) == [1, 2, 3, 4]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+
+
 # 4. ---------------------------------------------------------------- an attempt that died before a checkpoint
 def test_rows_of_an_attempt_killed_before_its_first_checkpoint_are_dropped(tmp_path, tiny_model_dir):
     config = edit(lifecycle_config(tmp_path, tiny_model_dir, "run"), set_training(max_steps=3, save_steps=3))
@@ -142,6 +162,7 @@ def test_fresh_moves_only_a_run_directory(tmp_path, tiny_model_dir, output_dir, 
     (str(ROOT), "holds the project itself"),
     ("a_file/run", "is a file, not a directory"),
     ("a_file", "is a file, not a directory"),
+    ("/proc/grpo_run", "cannot create the run directory there"),  # issue 20, item 11
 ])
 def test_an_output_dir_that_cannot_be_a_run_directory_exits_2_before_the_model_loads(tmp_path, tiny_model_dir,
                                                                                      output_dir, message):
@@ -153,11 +174,27 @@ def test_an_output_dir_that_cannot_be_a_run_directory_exits_2_before_the_model_l
     assert "backend:" not in completed.stdout  # refused before the model loaded
 
 
+def test_an_output_dir_inside_a_dataset_directory_is_refused_at_dry_run(tmp_path, tiny_model_dir):
+    """Issue 20, item 9: the run's own files would make the dataset directory unreadable as data on a resume."""
+    (tmp_path / "data").mkdir()
+    config = tiny_config(tmp_path, tiny_model_dir)
+    source = Path(yaml.safe_load(config.read_text())["datasets"][0]["path"])
+    source.rename(tmp_path / "data" / source.name)
+    edit(config, lambda data: (data["datasets"][0].update(path="data"), data["training_parameters"].update(output_dir="data/run")))
+    completed = cli("--node", "grpo-rl-pipeline", "--config", str(config), "--dry-run", cwd=tmp_path)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "inside the dataset directory" in completed.stderr and "datasets[0].path" in completed.stderr
+    assert "Traceback" not in completed.stderr and not (tmp_path / "data" / "run").exists()
+    edit(config, set_training(output_dir="outputs/run"))
+    assert cli("--node", "grpo-rl-pipeline", "--config", str(config), "--dry-run", cwd=tmp_path).returncode == 0
+
+
 # 6. --------------------------------------------------------------------------------- generation rounds
 def test_generation_round_length_follows_trl():
     def rounds(**training):
         return generation_round_steps(validate_config({
-            "training_parameters": training, "model": {"base_model_name": "m"}, "datasets": [{"path": "d.jsonl"}]}))
+            "training_parameters": training, "model": {"base_model_name": "m"}, "datasets": [{"path": "d.jsonl"}]
+        }).training_parameters, processes=1)
 
     assert rounds() == 1
     assert rounds(num_iterations=2) == 2

@@ -119,7 +119,7 @@ def run_cli(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_qlora_on_a_machine_without_cuda_is_refused_at_dry_run(tmp_path, tiny_model_dir):
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import four_bit_problem
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.backends.base import four_bit_problem
 
     if four_bit_problem() is None:
         pytest.skip("this machine can load 4-bit models")
@@ -132,9 +132,6 @@ def test_qlora_on_a_machine_without_cuda_is_refused_at_dry_run(tmp_path, tiny_mo
 
 
 def test_full_fine_tuning_in_4bit_is_refused(monkeypatch):
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import schema as config_module
-
-    monkeypatch.setattr(config_module, "four_bit_problem", lambda: None)  # as on a CUDA machine with bitsandbytes
     with pytest.raises(UserInputError, match="apply_lora false.*load_in_4bit"):
         validate_config({"model": {"base_model_name": "m", "apply_lora": False, "load_in_4bit": True},
                          "datasets": [{"path": "d.jsonl"}]})
@@ -149,7 +146,7 @@ def kl_config(**training):
                                                            ("low_var_kl+", True), ("k3+", True), (None, None)])
 def test_kl_loss_type_maps_onto_trls_k3(tmp_path, kl_loss_type, bias_correction):
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import RunPaths
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.training import grpo_config_kwargs
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.grpo_args import grpo_config_kwargs
 
     config = kl_config(kl_loss_type=kl_loss_type, kl_loss_coef=0.01, entropy_coeff=0.001)
     kwargs = grpo_config_kwargs(config, RunPaths(tmp_path), False, 0, "float32")
@@ -167,7 +164,7 @@ def test_kl_loss_types_trl_cannot_compute_are_refused():
 
 def test_our_arguments_use_transformers_current_names(tmp_path):
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import RunPaths
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.training import grpo_config_kwargs
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.grpo_args import grpo_config_kwargs
 
     kwargs = grpo_config_kwargs(kl_config(gradient_checkpointing=False), RunPaths(tmp_path), False, 0, "float32")
     assert kwargs["activation_checkpointing"] is False and "gradient_checkpointing" not in kwargs

@@ -6,10 +6,11 @@ its own share of every step's completions; TRL gathers the rewards and shards th
 - The main process (rank 0) is the only writer of the run directory: it prepares it (lock, --fresh, resume
   checks), writes config.resolved.yaml, metrics.jsonl, batches.jsonl, the high-scoring file, summary, plots,
   and publishes checkpoints. The others wait at a barrier whenever the directory changes.
-- What a step scored on every rank is gathered to the main process and written there once.
-- Rewards that compare completions of a prompt group (group_standardize, rank, rloo, ...) see the whole
-  step's batch: a group can be spread over ranks.
-- Decisions are taken together: a judge failure or a Ctrl-C on one rank stops every rank at the same step.
+- Each reward call exchanges its step once (`all_gather`, called by rewards/step.py): every rank gets the
+  whole step, so a failure on one rank stops every rank at the same step, the scaling functions see whole
+  prompt groups (a group can be spread over ranks), the metrics count every completion once, and the main
+  process writes each completion once.
+- A Ctrl-C / SIGTERM on one rank stops every rank at the same step (run/stop.py).
 - Only rank 0 prints to the console (the others' stdout is muted; errors still reach stderr).
 
 Launch details (world size, rank) come from the environment that torchrun / accelerate set, so this module
@@ -20,8 +21,11 @@ same process group the trainer uses later.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
-from typing import Any, Awaitable, Iterator, Optional
+from typing import Any, Iterator, Optional
+
+from generation.errors import UserInputError
 
 ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_RANK = "RANK"
@@ -37,6 +41,11 @@ def rank() -> int:
     return int(os.environ.get(ENV_RANK, "0") or 0)
 
 
+def local_rank() -> int:
+    """This process's rank on its machine (its GPU index); 0 on a single process."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
 def is_distributed() -> bool:
     return world_size() > 1
 
@@ -46,11 +55,18 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def cuda_available() -> bool:
+    """True when torch sees a CUDA GPU (imports torch only if it is installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _state() -> Any:
     """accelerate's PartialState (created once; it initialises the process group the trainer reuses)."""
     from accelerate import PartialState
-
-    from .trainer.backends import cuda_available
 
     return PartialState(cpu=not cuda_available())
 
@@ -87,8 +103,6 @@ def run_on_main(action: Any) -> Any:
     The others wait meanwhile. A UserInputError raised on the main process is raised on every rank, so all
     exit with status 2 together instead of some waiting forever.
     """
-    from generation.errors import UserInputError
-
     outcome: tuple[str, Any] = ("ok", None)
     if is_main_process():
         try:
@@ -101,41 +115,6 @@ def run_on_main(action: Any) -> Any:
     if kind == "error":
         raise UserInputError(payload)
     return payload
-
-
-async def score_on_every_rank(scoring: Awaitable[Any]) -> Any:
-    """Await one step's scoring on every rank together: when it fails on any rank, it fails on all.
-
-    A rank whose judge gave up must not leave the others waiting in the next collective: they raise too, so
-    every rank saves the same checkpoint and stops (a RunStopError), or crashes together (any other error).
-    """
-    if not is_distributed():
-        return await scoring
-    result, failure = None, None
-    try:
-        result = await scoring
-    except Exception as error:  # re-raised below, on this rank and (as a copy) on the others
-        failure = error
-    from .run.stop import RunStopError
-
-    reports = all_gather(None if failure is None else (isinstance(failure, RunStopError), f"{failure}"))
-    if failure is not None:
-        raise failure
-    for index, report in enumerate(reports):
-        if report is not None:
-            stops, message = report
-            raise (RunStopError if stops else RuntimeError)(f"rank {index}: {message}")
-    return result
-
-
-def gather_step(values: list, groups: list) -> tuple[list, list, int]:
-    """The whole step's values and their prompt-group ids (every rank's, in rank order), and where this
-    rank's part starts: one collective. On one process: the inputs themselves and 0."""
-    if not is_distributed():
-        return list(values), list(groups), 0
-    parts = all_gather((list(values), list(groups)))
-    start = sum(len(part_values) for part_values, _ in parts[: rank()])
-    return [v for part, _ in parts for v in part], [g for _, part in parts for g in part], start
 
 
 @contextlib.contextmanager

@@ -4,6 +4,11 @@ GRPO samples `num_generations` completions per prompt, scores each with your rew
 LoRA weights towards the completions that scored above their group's mean. Launch it with
 `python run_augmentoolkit.py` (see super_config.yaml) or directly:
 `python run_augmentoolkit.py --node grpo-rl-pipeline --config path/to/config.yaml`.
+
+The node's folders follow these stages: config/ (the schema, reading files), data/ (sampling rows into
+prompts), rewards/ (the registry, built-ins, the judge, combining and scaling), trainer/ (TRL's arguments,
+backends, training), run/ (the run directory, checkpoints, stopping, what is written); plan.py prints the
+plan, distributed.py holds every rule for several processes, reward_functions.py is yours to edit.
 """
 
 from __future__ import annotations
@@ -15,22 +20,28 @@ from typing import Any, Optional
 
 from generation.errors import UserInputError
 
-from .trainer.backends import describe_training_mode, load_model, select_backend
-from .trainer.backends.unsloth_backend import unsloth_source_problem
-from .config.schema import ConfigError, GRPOPipelineConfig
 from .config.files import load_config, naming_the_file
 from .config.redaction import redact_secrets
+from .config.schema import ConfigError, GRPOPipelineConfig
+from .data.sampling import sample_datasets
 from .data.truncation import PromptTokens, fit_prompts_to_length
-from .data.sampling import SampledData, sample_datasets
-from .plan import describe_data
-from .trainer.grpo_args import build_grpo_config, planned_steps
 from .distributed import (
     distributed_problem, is_distributed, is_main_process, run_on_main, single_gpu_only_problem, world_size,
 )
-from .run.directory import check_checkpoints_align, generation_round_steps, prepare_run_directory, release_run_lock
-from .rewards.combined import CombinedReward, RewardPlan, resolve_rewards
-from .run.files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
+from .plan import describe_plan
+from .rewards.combined import CombinedReward
+from .rewards.plan import RewardPlan, resolve_rewards
+from .run.directory import check_output_dir_outside_data, prepare_run_directory, release_run_lock
+from .run.files import JsonlAppender, RunPaths, write_resolved_config
+from .run.records import BatchLog, HighScoringSaver, SamplePrinter, fan_out
+from .run.reporting import configure_reporting, make_metrics_callback, write_summary
 from .run.stop import EXIT_FINISHED, exit_status
+from .trainer.backends import load_model, select_backend
+from .trainer.backends.base import four_bit_problem
+from .trainer.backends.unsloth_backend import unsloth_source_problem
+from .trainer.batching import check_checkpoints_align, fit_batch_to_groups, generation_round_steps, planned_steps
+from .trainer.grpo_args import build_grpo_config, effective_scale_rewards
+from .trainer.training import train
 
 
 @dataclass
@@ -41,7 +52,7 @@ class RunOutcome:
     steps: int = 0
     first_window_reward: Optional[float] = None
     last_window_reward: Optional[float] = None
-    exit_status: int = EXIT_FINISHED  # run_stop.exit_status: 0 finished, 1 stopped early, 130 Ctrl-C
+    exit_status: int = EXIT_FINISHED  # run/stop.py exit_status: 0 finished, 1 stopped early, 130 Ctrl-C
 
     @property
     def finished(self) -> bool:
@@ -62,31 +73,39 @@ def run_grpo_pipeline(
     """
     base_dir = Path(base_dir or Path.cwd())
 
-    # 1. Config: validated in full before anything heavy happens.
+    # 1. Config: validated in full before anything heavy happens; then what depends on this launch (the number
+    #    of processes, the machine): the batch fitted to whole prompt groups, what N processes or no GPU cannot do.
     config = load_config(config_path, overrides)
     seed = config.training_parameters.seed
     random.seed(seed)
+    processes = world_size()
     with naming_the_file(config_path):
-        problem = distributed_problem(config)  # several processes: what they cannot do (unsloth, vLLM TP)
-        if problem:
-            raise ConfigError(problem)
-        check_checkpoints_align(config)
+        batch_note = fit_batch_to_groups(config.training_parameters, processes)
+        check_checkpoints_align(config.training_parameters, processes)
+        for problem in (distributed_problem(config), config.model.load_in_4bit and four_bit_problem()):
+            if problem:
+                raise ConfigError(problem)
         backend = select_backend(config.model.backend,
                                  source_problem=unsloth_source_problem(config) or single_gpu_only_problem())
 
     # 2. Data: sampled first (cheap), so a bad file fails fast.
     data = sample_datasets(config.datasets, config.dataset_settings, seed=seed, base_dir=base_dir)
+    data_dirs = {f"datasets[{i}].path": base_dir / d.path for i, d in enumerate(config.datasets)}
+    if config.dataset_settings.eval_path:
+        data_dirs["dataset_settings.eval_path"] = base_dir / config.dataset_settings.eval_path
+    paths = RunPaths(base_dir / config.training_parameters.output_dir)
+    with naming_the_file(config_path):
+        check_output_dir_outside_data(paths.root, {key: path for key, path in data_dirs.items() if path.is_dir()})
     if not data.train_rows:
         raise ConfigError(f"{config_path}: the datasets give no training rows (each gives its percentage of "
                           "dataset_settings.total_rows, less bad rows and its eval_percentage): raise them")
 
     # 3. Rewards: every name resolved, every initializer run once, before the model loads. Then TRL's
     #    GRPOConfig is built from ours (this imports TRL), so a value TRL refuses fails here, not after loading.
-    paths = RunPaths(base_dir / config.training_parameters.output_dir)
     with naming_the_file(config_path):
         plan = resolve_rewards(config)
         build_grpo_config(config, paths, has_eval=bool(data.eval_rows), source=str(config_path))
-    print(describe_plan(config, data, plan))
+    print(describe_plan(config, data, plan, processes, notes=(batch_note,)))
     if dry_run:
         print("dry run: config, data, rewards and TRL's GRPOConfig are valid; no model was loaded.")
         return RunOutcome(paths=None)
@@ -94,8 +113,9 @@ def run_grpo_pipeline(
     # 4. Run directory: resumed when it holds checkpoints of the same run (checked before the model loads).
     #    Only the main process touches the directory; the others wait and learn where to resume from.
     config_snapshot = redact_secrets(config.model_dump(mode="json", exclude_none=True))
-    config_snapshot["launch"] = {"world_size": world_size()}
-    start = run_on_main(lambda: prepare_run_directory(paths, config_snapshot, fresh, generation_round_steps(config)))
+    config_snapshot["launch"] = {"world_size": processes}
+    round_steps = generation_round_steps(config.training_parameters, processes)
+    start = run_on_main(lambda: prepare_run_directory(paths, config_snapshot, fresh, round_steps))
     if start.finished_steps is not None:
         print(f"{paths.root}: this run already finished ({start.finished_steps} steps); nothing to train. "
               "Use --fresh to start over, or raise training_parameters.max_steps to train further.")
@@ -106,7 +126,7 @@ def run_grpo_pipeline(
     # 5. Model: the backend loads it and wraps it with LoRA.
     loaded = load_model(config, backend)
     why = f" ({single_gpu_only_problem()})" if is_distributed() and config.model.backend == "auto" else ""
-    print(f"backend: {loaded.backend}; generation: {loaded.generation_path}; processes: {world_size()}{why}")
+    print(f"backend: {loaded.backend}; generation: {loaded.generation_path}; processes: {processes}{why}")
 
     # 6. Prompts that are too long for max_prompt_length lose early turns (or are dropped).
     data = fit_prompts_to_length(
@@ -123,11 +143,10 @@ def run_grpo_pipeline(
     if is_main_process():
         write_resolved_config(paths, config_snapshot)
     configure_reporting(config, paths)
-    reward_function, callbacks = build_reward_and_callbacks(config, plan, paths, planned_steps(config, len(data.train_rows)))
+    steps = planned_steps(config.training_parameters, len(data.train_rows), processes)
+    reward_function, callbacks = build_reward_and_callbacks(config, plan, paths, steps)
 
     # 8. Train, then save the final adapter with its tokenizer.
-    from .trainer.training import train
-
     result = train(config, paths, loaded, reward_function, data.train_rows, data.eval_rows, callbacks, resume_from)
     if result.stopped_early:
         print(f"run stopped early: {result.stopped_early}")
@@ -140,16 +159,14 @@ def run_grpo_pipeline(
     status = exit_status(result.stopped_early, result.stop_signal)
     if not is_main_process():
         return RunOutcome(paths, result.steps, exit_status=status)
-    outcome = summarize_run(paths, result.steps, status)
+    first, last = write_summary(paths, result.steps, status)
     release_run_lock(paths)
-    return outcome
+    return RunOutcome(paths, result.steps, first, last, status)
 
 
 def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, paths: RunPaths,
                                steps: int = 0) -> tuple[Any, list]:
-    """The combined reward TRL calls, with the high-scoring saver and sample printer attached."""
-    from .run.records import BatchLog, HighScoringSaver, SamplePrinter, fan_out, make_metrics_callback
-
+    """The combined reward TRL calls, with the high-scoring saver, batch log and sample printer attached."""
     every = config.training_parameters.sample_every or max(1, (steps or config.training_parameters.max_steps) // 5)
     listeners = [
         SamplePrinter(every=every),
@@ -165,91 +182,9 @@ def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, pat
         scaling_kwargs=config.reward.scaling_kwargs,
         stop_sequences=config.training_parameters.model_stop_sequences,
         on_scored=fan_out(*listeners),
+        scale_rewards=effective_scale_rewards(config),
+        aggregation=(config.training_parameters.model_extra or {}).get("multi_objective_aggregation", "sum_then_normalize"),
         slow_notice_s=config.reward.slow_notice_s,
     )
     callbacks = [make_metrics_callback(JsonlAppender(paths.metrics), reward_function.pop_pending_metrics)]
     return reward_function, callbacks
-
-
-def configure_reporting(config: GRPOPipelineConfig, paths: RunPaths) -> None:
-    """wandb online when a key is configured, offline otherwise; its files go into the run directory."""
-    import os
-
-    report_to = config.training_parameters.report_to
-    targets = [report_to] if isinstance(report_to, str) else list(report_to)
-    if "wandb" in targets:
-        os.environ.setdefault("WANDB_DIR", str(paths.root))
-        if not (os.environ.get("WANDB_API_KEY") or _has_wandb_login()):
-            os.environ.setdefault("WANDB_MODE", "offline")
-            print("wandb: no API key configured, logging offline (sync later with `wandb sync`)")
-    if "tensorboard" in targets:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
-            raise UserInputError("report_to includes tensorboard, but it is not installed: pip install tensorboard")
-
-
-def _has_wandb_login() -> bool:
-    import netrc
-    import os
-
-    try:
-        return netrc.netrc(os.path.expanduser("~/.netrc")).authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False
-
-
-def summarize_run(paths: RunPaths, steps: int, status: int = EXIT_FINISHED) -> RunOutcome:
-    """Write summary.json and plots; print the first vs last window of the mean reward.
-
-    `status` is the run's exit status (run_stop.py): 0 when it finished.
-    """
-    import json
-
-    from .run.records import reward_trend
-
-    first, last = reward_trend(read_jsonl(paths.metrics))
-    finished = status == EXIT_FINISHED
-    summary = {"steps": steps, "finished": finished, "exit_status": status,
-               "first_window_reward": first, "last_window_reward": last}
-    best = paths.root / "best.json"
-    if best.exists():
-        info = json.loads(best.read_text())
-        summary.update(best_checkpoint=info.get("checkpoint"), best_metric=info.get("metric"), best_value=info.get("value"))
-    write_text_atomically(paths.summary, json.dumps(summary, indent=2))
-    if first is not None:
-        print(f"mean reward: first window {first:.3f} -> last window {last:.3f}")
-    try:
-        from cli_utils.plot_run import plot_run
-
-        print(f"plots: {', '.join(str(p.name) for p in plot_run(paths.root))} in {paths.plots}")
-    except Exception as error:  # plots are a convenience: never fail a finished run over them
-        print(f"plots skipped: {error}")
-    if finished:
-        what = "adapter" if (paths.final_adapter / "adapter_config.json").exists() else "model"  # full fine-tune
-        print(f"{what} saved to {paths.final_adapter}")
-    return RunOutcome(paths, steps, first, last, status)
-
-
-def describe_plan(config: GRPOPipelineConfig, data: SampledData, plan: RewardPlan) -> str:
-    """The run plan: rows per dataset, rewards per dataset, the effective training parameters."""
-    from .trainer.training import effective_scale_rewards
-
-    tp = config.training_parameters
-    extras = ", ".join(f"{k}={v}" for k, v in sorted((tp.model_extra or {}).items()))
-    lines = [
-        "=== GRPO run plan ===",
-        f"model: {config.model.base_model_name} (backend {config.model.backend}; {describe_training_mode(config.model)})",
-        "data:",
-        describe_data(config, data, plan),
-        f"rewards (combination '{config.reward.combination_function}', scaling '{config.reward.scaling_function}', "
-        f"TRL scale_rewards '{effective_scale_rewards(config)}'):",
-        plan.describe(),
-        f"training: max_steps={tp.max_steps}"
-        + (f" (num_train_epochs: about {planned_steps(config, len(data.train_rows))} steps)" if tp.max_steps < 0 else "")
-        + f" lr={tp.learning_rate} batch={tp.per_device_train_batch_size} "
-        f"num_generations={tp.num_generations} max_completion_length={tp.max_completion_length} "
-        f"max_prompt_length={tp.max_prompt_length} seed={tp.seed}" + (f" {extras}" if extras else ""),
-        f"output: {tp.output_dir}",
-    ]
-    return "\n".join(lines)

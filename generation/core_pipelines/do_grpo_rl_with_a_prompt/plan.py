@@ -1,4 +1,8 @@
-"""The data part of the run plan: counts, how each dataset's rows were read, one sample, and warnings.
+"""The run plan that every run (and --dry-run) prints before any model loads: what will be trained, on what,
+rewarded how.
+
+`describe_plan` gives the whole plan; its data part (`describe_data`): counts, how each dataset's rows were read,
+one sample, and warnings.
 
 For each dataset the plan shows its layout (auto-detected or configured), the columns renamed because TRL
 or this node passes a reward argument of that name, and one sampled prompt (shortened) with its reference
@@ -13,23 +17,49 @@ an LLM judge whose prompt shows {answer}.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional
 
+from .config.schema import GRPOPipelineConfig
 from .data.columns import BASE_COLUMNS
-
-if TYPE_CHECKING:
-    from .config.schema import GRPOPipelineConfig
-    from .data.sampling import SampledData
-    from .rewards.combined import RewardPlan
+from .data.sampling import SampledData
+from .rewards.judge.prompt import placeholders_in
+from .rewards.plan import RewardPlan
+from .trainer.backends import describe_training_mode
+from .trainer.batching import planned_steps
+from .trainer.grpo_args import effective_scale_rewards
 
 ANSWER_READING_BUILTINS = frozenset({
     "final_answer_match", "gsm8k_correctness", "gsm8k_reward", "gec_edit_f1", "cosine_scaled_correctness",
 })
-"""Built-in rewards that compare against the `answer` column (names registered in builtin_rewards/)."""
+"""Built-in rewards that compare against the `answer` column (names registered in rewards/builtin/)."""
 SAMPLE_CHARS = 160
 
 
-def describe_data(config: "GRPOPipelineConfig", data: "SampledData", plan: "RewardPlan") -> str:
+def describe_plan(config: GRPOPipelineConfig, data: SampledData, plan: RewardPlan, processes: int = 1,
+                  notes: tuple[Optional[str], ...] = ()) -> str:
+    """The run plan: rows per dataset, rewards per dataset, the effective training parameters, and `notes`
+    (settings the launch changed, such as a raised batch)."""
+    tp = config.training_parameters
+    extras = ", ".join(f"{k}={v}" for k, v in sorted((tp.model_extra or {}).items()))
+    epochs = f" (num_train_epochs: about {planned_steps(tp, len(data.train_rows), processes)} steps)" if tp.max_steps < 0 else ""
+    lines = [
+        "=== GRPO run plan ===",
+        f"model: {config.model.base_model_name} (backend {config.model.backend}; {describe_training_mode(config.model)})",
+        "data:",
+        describe_data(config, data, plan),
+        f"rewards (combination '{config.reward.combination_function}', scaling '{config.reward.scaling_function}', "
+        f"TRL scale_rewards '{effective_scale_rewards(config)}'):",
+        plan.describe(),
+        f"training: max_steps={tp.max_steps}{epochs} lr={tp.learning_rate} batch={tp.per_device_train_batch_size} "
+        f"num_generations={tp.num_generations} max_completion_length={tp.max_completion_length} "
+        f"max_prompt_length={tp.max_prompt_length} seed={tp.seed}" + (f" {extras}" if extras else ""),
+        *[f"note: {note}" for note in notes if note],
+        f"output: {tp.output_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def describe_data(config: GRPOPipelineConfig, data: SampledData, plan: RewardPlan) -> str:
     """The report's table, then per dataset: layout, renamed columns, one sample; then the warnings."""
     report = data.report
     lines = [report.summary()]
@@ -84,8 +114,6 @@ def reads_answer(name: str, function: Any) -> bool:
             continue
     messages = getattr(getattr(function, "prompt", None), "messages", None)
     if isinstance(messages, list):
-        from .rewards.judge.prompt import placeholders_in
-
         return any("answer" in placeholders_in(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
     return False
 

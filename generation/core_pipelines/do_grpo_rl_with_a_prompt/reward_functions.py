@@ -1,6 +1,6 @@
 """Your reward functions. Copy one, rename it, edit it, and name it in a dataset's `reward_funcs`.
 
-How a reward works (the full contract is in reward_registry.py):
+How a reward works (the full contract is in rewards/registry.py):
 - `@register_reward_function("name")` files an *initializer* under that name. Its keyword arguments are
   the keys written next to `name` in the config; it runs once per run and returns the reward.
 - The reward gets a batch: `prompts` (lists of chat messages), `completions` (the model's answers, as
@@ -16,7 +16,7 @@ How a reward works (the full contract is in reward_registry.py):
             weight: 0.5
 
 Built-in rewards (format gates, answer matching, length, repetition, grammar-correction F1) live in
-builtin_rewards/, LLM judges in judge/. Run `python run_augmentoolkit.py --dry-run` to check your config.
+rewards/builtin/, LLM judges in rewards/judge/. Run `python run_augmentoolkit.py --dry-run` to check your config.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reading a config file: YAML in, --set overrides applied, the schema (config.py) validated; every problem a
+"""Reading a config file: YAML in, --set overrides applied, the schema (schema.py) validated; every problem a
 ConfigError that names the file (or the --set argument) and the key path, with a did-you-mean hint."""
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from generation.errors import UserInputError
 from generation.registry import did_you_mean
 
-from ..distributed import world_size  # the one place that reads WORLD_SIZE
+from ..data.columns import template_fields
+from ..trainer.chat_templates import resolve_chat_template
 
 
 class ConfigError(UserInputError, ValueError):
@@ -165,8 +166,6 @@ class TrainingParameters(Section):
     @field_validator("chat_template")
     @classmethod
     def _chat_template(cls, value: Optional[str]) -> Optional[str]:
-        from ..trainer.chat_templates import resolve_chat_template
-
         return resolve_chat_template(value)
 
     @model_validator(mode="after")
@@ -180,11 +179,6 @@ class TrainingParameters(Section):
         epochs = extra.get("num_train_epochs")
         if self.max_steps == -1 and not (isinstance(epochs, (int, float)) and epochs > 0):
             raise ValueError(f"max_steps: -1 trains for num_train_epochs, which must then be > 0 (got {epochs!r})")
-        problem = generation_batch_problem(self.per_device_train_batch_size, self.gradient_accumulation_steps,
-                                           self.num_generations, extra.get("steps_per_generation"),
-                                           extra.get("generation_batch_size"), world_size())
-        if problem:
-            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -202,38 +196,6 @@ class TrainingParameters(Section):
 
 NODE_ONLY_TRAINING_KEYS = ("max_prompt_length", "chat_template", "model_stop_sequences", "sample_every", "kl_loss_type")
 """training_parameters keys the node handles itself and never passes to GRPOConfig."""
-
-
-def generation_batch_problem(batch_size: int, accumulation: int, num_generations: int, steps_per_generation: Any,
-                             generation_batch_size: Any, processes: int) -> Optional[str]:
-    """Why TRL would refuse this batch layout (its GRPOConfig.__post_init__ rule), or None.
-
-    Each generation round samples generation_batch_size completions (default per_device_train_batch_size x
-    processes x steps_per_generation, steps_per_generation defaulting to gradient_accumulation_steps); it must
-    hold whole prompt groups, i.e. be a multiple of num_generations.
-    """
-    global_batch = batch_size * processes
-    if steps_per_generation is not None and generation_batch_size is not None:
-        return "steps_per_generation: give steps_per_generation or generation_batch_size, not both"
-    if generation_batch_size is not None:
-        if not isinstance(generation_batch_size, int) or generation_batch_size % global_batch:
-            return (f"generation_batch_size: {generation_batch_size!r} must be a multiple of per_device_train_batch_size "
-                    f"{batch_size} x {processes} process(es) = {global_batch}")
-        total, how = generation_batch_size, f"generation_batch_size {generation_batch_size}"
-    else:
-        steps = accumulation if steps_per_generation is None else steps_per_generation
-        if not isinstance(steps, int) or steps < 1:
-            return f"steps_per_generation: must be a whole number >= 1, got {steps!r}"
-        total = global_batch * steps
-        how = (f"per_device_train_batch_size {batch_size} x {processes} process(es) x "
-               f"{'steps_per_generation' if steps_per_generation is not None else 'gradient_accumulation_steps'} "
-               f"{steps} = {total}")
-    if total % num_generations:
-        suggestion = -(-batch_size // num_generations) * num_generations
-        return (f"per_device_train_batch_size: each generation round samples {how} completions, which must be a "
-                f"multiple of num_generations {num_generations} (whole prompt groups); e.g. per_device_train_batch_size "
-                f"{suggestion}")
-    return None
 
 
 @lru_cache(maxsize=1)
@@ -314,36 +276,12 @@ class ModelConfig(Section):
             raise ValueError("must be positive")
         return value
 
-    @field_validator("load_in_4bit")
-    @classmethod
-    def _four_bit_needs_cuda(cls, value: bool) -> bool:
-        if value:
-            problem = four_bit_problem()
-            if problem:
-                raise ValueError(problem)
-        return value
-
     @model_validator(mode="after")
     def _full_fine_tuning_is_not_quantized(self) -> "ModelConfig":
         if not self.apply_lora and self.load_in_4bit:
             raise ValueError("apply_lora false trains every weight, which 4-bit weights cannot be: set load_in_4bit "
                              "false for full fine-tuning, or apply_lora true for QLoRA")
         return self
-
-
-def four_bit_problem() -> Optional[str]:
-    """Why model.load_in_4bit cannot work on this machine (no bitsandbytes, no CUDA GPU), or None when it can."""
-    if importlib.util.find_spec("bitsandbytes") is None and importlib.util.find_spec("unsloth") is None:
-        return ("4-bit loading (QLoRA) needs bitsandbytes and a CUDA GPU; bitsandbytes is not installed "
-                "(pip install bitsandbytes on a CUDA machine), or set load_in_4bit false to train in 16/32-bit")
-    if importlib.util.find_spec("torch") is None:
-        return "4-bit loading (QLoRA) needs torch with CUDA; torch is not installed"
-    import torch  # only reached when 4-bit is asked for
-
-    if not torch.cuda.is_available():
-        return ("4-bit loading (QLoRA) needs a CUDA GPU and none is visible on this machine: set load_in_4bit "
-                "false to train in 16/32-bit here")
-    return None
 
 
 # ----------------------------------------------------------------------------------------------- reward
@@ -354,7 +292,7 @@ class RewardSettings(Section):
 
     combination_function: str = Field(
         "sum", description="Combines one completion's rewards into one number: sum, mean, weighted_sum, min "
-        "(post_processors.py; each reward's 'weight' applies)."
+        "(rewards/post_processors.py; each reward's 'weight' applies)."
     )
     scaling_function: str = Field(
         "identity", description="Scales a batch of combined rewards: identity, group_standardize, rank, clip, or one of "
@@ -460,8 +398,6 @@ class DatasetConfig(Section):
     @field_validator("prompt_template")
     @classmethod
     def _template_names_fields(cls, value: Optional[str]) -> Optional[str]:
-        from ..data.columns import template_fields
-
         if value is not None and not template_fields(value):
             jinja = " (single braces: {{ }} writes a literal brace)" if "{{" in value else ""
             raise ValueError(f"names no field: write fields in braces, e.g. 'Solve: {{question}}'{jinja}")

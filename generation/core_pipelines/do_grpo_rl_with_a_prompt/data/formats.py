@@ -10,8 +10,8 @@ File types (by extension): `.jsonl`/`.ndjson` (one JSON object a line), `.json` 
   batches so that a file written as one huge row group never sits in memory whole.
 - JSON arrays are loaded whole.
 
-A `path` that is no file (a hub id such as openai/gsm8k, or a dataset directory) goes to data_hub.py. How
-a row's fields become a prompt and an answer is data_columns.py's business.
+A `path` that is no file (a hub id such as openai/gsm8k, or a dataset directory) goes to hub.py. How
+a row's fields become a prompt and an answer is columns.py's business.
 """
 
 from __future__ import annotations

@@ -8,15 +8,15 @@ dataset's sampled rows (rounded) go to the eval rows instead of the train rows. 
 is one more, evaluation-only file: up to `eval_rows` of its rows, all in eval_rows, scored by the rewards
 of the dataset named in `eval_rewards_from` (default: the first dataset).
 
-Order of work, so that a 1M-row file costs about a second: index the file cheaply (data_formats.py), draw
+Order of work, so that a 1M-row file costs about a second: index the file cheaply (formats.py), draw
 row numbers with a seeded RNG, read and check only those rows, and draw replacements for bad ones until the
 count is met or the file is exhausted. Each dataset draws from its own RNG stream (seed, name, purpose),
 so adding a dataset does not change the rows of the others; the train rows of all datasets are then
 shuffled together (seeded). Same seed, same rows in the same order.
 
-Where the rows come from: a file (data_formats.py), or a hub id / dataset directory through 🤗 datasets
-(data_hub.py; a streamed dataset is drawn in a seeded shuffle instead). Which fields are the prompt and
-the answer: the dataset's layout (data_columns.py), detected from its first rows or configured.
+Where the rows come from: a file (formats.py), or a hub id / dataset directory through 🤗 datasets
+(hub.py; a streamed dataset is drawn in a seeded shuffle instead). Which fields are the prompt and
+the answer: the dataset's layout (columns.py), detected from its first rows or configured.
 
 Bad rows (broken JSON, nesting too deep to parse, no assistant turn after a user turn, an unknown role,
 empty text, text that is not valid Unicode, a missing prompt / answer / template field) are skipped and
@@ -43,7 +43,6 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -56,10 +55,9 @@ from .columns import (
     detect_layout,
     to_conversation,
 )
+from ..config.schema import DatasetConfig, DatasetSettings
 from .formats import DataError, open_reader
-
-if TYPE_CHECKING:
-    from ..config.schema import DatasetConfig, DatasetSettings
+from .hub import open_hub_dataset
 
 __all__ = ["DataReport", "SampledData", "sample_datasets"]
 
@@ -123,7 +121,7 @@ class SampledData:
 
 
 def sample_datasets(
-    datasets: list["DatasetConfig"], settings: "DatasetSettings", seed: int, base_dir: Path | None = None
+    datasets: list[DatasetConfig], settings: DatasetSettings, seed: int, base_dir: Path | None = None
 ) -> SampledData:
     """Sample every dataset (and dataset_settings.eval_path) into train and eval rows; see the module doc.
 
@@ -224,8 +222,6 @@ def _draws(reader, rng, seed, requested, still_needed):
 
 def _sample_eval_path(settings, seed, base_dir, report) -> list[dict]:
     """Up to eval_rows rows of dataset_settings.eval_path, named after the file's stem."""
-    from ..config.schema import DatasetConfig
-
     dataset = DatasetConfig(path=settings.eval_path)
     key = f"{dataset.display_name} (eval_path)"
     rows = _sample_file(dataset, key, settings.eval_rows, settings.strict, seed, base_dir, report, eval_only=True)
@@ -257,8 +253,6 @@ def _open(dataset, local: Path | None, is_file: bool):
     """The reader for a dataset: a file reader, or a 🤗 datasets reader for a hub id / directory."""
     if is_file:
         return open_reader(local, str(local))
-    from .hub import open_hub_dataset
-
     return open_hub_dataset(dataset.path, local, dataset)
 
 

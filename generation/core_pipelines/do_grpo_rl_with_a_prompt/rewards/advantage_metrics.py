@@ -1,15 +1,14 @@
 """The advantages TRL trains on, computed beside it from the same rewards, and logged every step.
 
 TRL's GRPOTrainer logs the rewards but not the advantages it derives from them. The reward function TRL
-calls sees the rewards it returns and each completion's prompt group, so a thin wrapper around it can
-compute the advantages TRL will compute from them (its sum_then_normalize formula, with the run's
-effective scale_rewards) and log, through TRL's `log_metric`:
+calls (combined.py) sees the rewards it returns and each completion's prompt group, so it computes the
+advantages TRL will compute from them (its formula, with the run's effective scale_rewards) and logs:
 
   advantages/mean, advantages/std, advantages/min, advantages/max   over the batch's completions
   advantages/zero_group_share   share of prompt groups in which every advantage is 0 (nothing to learn)
 
-With several processes the step's rewards and groups are gathered from every rank first (a prompt's group
-can be spread over ranks, as TRL's are), so every rank logs the same whole-step values.
+With several processes these are computed over the whole step (step.py's exchange: a prompt's group can be
+spread over ranks, as TRL's are), so every rank logs the same values.
 
 What is not logged: the effective sample size of the importance weights (num_iterations > 1). TRL computes
 those weights inside its loss and logs only the clipped fractions (clip_ratio/*); ESS would need a trainer
@@ -21,10 +20,8 @@ Pure Python: importing this module imports neither torch nor TRL.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Hashable, Optional, Sequence
+from typing import Hashable, Optional, Sequence
 
-from ..distributed import gather_step
-from .combined import group_ids_for
 
 TRL_STD_EPS = 1e-4  # TRL's `std + 1e-4` in _generate_and_score_completions
 ZERO = 1e-8
@@ -95,24 +92,6 @@ def advantage_metrics(advantages: Sequence[float], group_ids: Sequence[Hashable]
         "advantages/max": max(advantages),
         "advantages/zero_group_share": sum(all(abs(a) < ZERO for a in g) for g in groups.values()) / len(groups),
     }
-
-
-def with_advantage_metrics(reward_function: Any, scale_rewards: str, aggregation: str = "sum_then_normalize") -> Callable:
-    """An async reward function for TRL: calls `reward_function`, logs the advantages TRL will compute, returns
-    the rewards unchanged. Keeps the wrapped function's __name__ (TRL's reward metric names come from it)."""
-
-    async def reward_with_advantage_metrics(prompts: list, completions: list, **columns: Any) -> list:
-        rewards = await reward_function(prompts, completions, **columns)
-        log_metric = columns.get("log_metric")
-        if log_metric is not None:
-            everyone, everyones_groups, _ = gather_step(rewards, group_ids_for(prompts, columns.get("source")))
-            advantages = trl_advantages(everyone, everyones_groups, scale_rewards, aggregation)
-            for name, value in advantage_metrics(advantages, everyones_groups).items():
-                log_metric(name, value)
-        return rewards
-
-    reward_with_advantage_metrics.__name__ = getattr(reward_function, "__name__", "training_reward")
-    return reward_with_advantage_metrics
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -6,7 +6,7 @@
   on the caller's event loop and is cancelled at its limit.
 - A call still running after `slow_notice_s` is named on the console (again at each doubling, each notice
   once per run); one past its time limit raises RewardTimeoutError, which stops the run with a checkpoint.
-- What comes back passes reward_results.check_reward_result; an exception becomes a RewardFunctionError
+- What comes back passes results.check_reward_result; an exception becomes a RewardFunctionError
   naming the reward and the dataset.
 """
 

@@ -1,147 +1,29 @@
-"""Turn the config's reward_funcs into the single reward function TRL calls.
+"""The one reward function TRL calls: every configured reward, combined, scaled, logged, saved.
 
-Stages, once per batch of completions:
+Stages, once per batch of completions (one training step's, on each process):
   1. each row is scored only by its own dataset's rewards (sync ones in turn in a worker thread, async ones
-     concurrently), each reward on its own copy of the prompts and columns, each within its time limit,
-     each result checked (reward_results.py);
+     concurrently), each reward on its own copy of the prompts and columns, each within its time limit, each
+     result checked (calls.py, results.py);
   2. the combination function turns one completion's per-reward scores (and weights) into one number;
-  3. completions whose combined reward reaches reward.score_save_threshold are saved;
-  4. the scaling function rescales the batch of combined rewards (per prompt group) for TRL.
-Per-reward mean / std / None count are logged every step.
+  3. the step is exchanged between processes once (step.py): a failure on any rank stops every rank;
+  4. the scaling function rescales the whole step's combined rewards (per prompt group) for TRL;
+  5. the step's metrics are logged (per reward, combined, the judge's, the advantages TRL will compute), and
+     the main process hands the whole step to the listeners (high-scoring examples, batch log, samples).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from generation.errors import UserInputError
-from generation.registry import UnknownNameError
-
-from ..config.schema import GRPOPipelineConfig, SEED_DATASET_LLM_KEYS
-from ..distributed import gather_step, score_on_every_rank
-from .post_processors import check_scaling_kwargs, get_combination_function, get_scaling_function
-from .registry import RewardFunction, check_initializer_kwargs, load_reward_modules
+from ..distributed import is_main_process
+from .advantage_metrics import advantage_metrics, trl_advantages
 from .calls import RewardCaller
-from .results import RewardFunctionError
-from ..run.stop import RewardTimeoutError
-
-COMBINED_REWARD_NAME = "combined"
-__all__ = ["CombinedReward", "RewardFunctionError", "RewardTimeoutError", "resolve_rewards"]
-
-
-@dataclass
-class ResolvedReward:
-    """One configured reward of one dataset, its initializer already run."""
-
-    label: str
-    weight: float
-    function: RewardFunction
-    is_async: bool
-    time_limit_s: Optional[float] = None  # seconds per call; None: no limit
-
-
-@dataclass
-class RewardPlan:
-    """dataset name -> its rewards, in config order."""
-
-    per_dataset: dict[str, list[ResolvedReward]]
-
-    def labels(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for rewards in self.per_dataset.values():
-            for reward in rewards:
-                seen.setdefault(reward.label, None)
-        return list(seen)
-
-    def describe(self) -> str:
-        lines = []
-        for dataset, rewards in self.per_dataset.items():
-            parts = [f"{r.label} (weight {r.weight:g}{', async' if r.is_async else ''})" for r in rewards]
-            lines.append(f"  {dataset}: {', '.join(parts) or 'NO REWARDS'}")
-        return "\n".join(lines)
-
-
-def resolve_rewards(config: GRPOPipelineConfig) -> RewardPlan:
-    """Resolve every reward name, check its kwargs against its initializer, and run each initializer once.
-
-    Identical (name, kwargs) entries shared by several datasets share one initialized reward (one judge
-    client, one cache). Raises UserInputError naming the reward before any model loads.
-    """
-    check_reward_settings(config)
-    registry = load_reward_modules()
-    initialized: dict[str, RewardFunction] = {}
-    per_dataset: dict[str, list[ResolvedReward]] = {}
-    for index, dataset in enumerate(config.datasets):
-        rewards: list[ResolvedReward] = []
-        for entry in dataset.reward_funcs:
-            try:
-                initializer = registry.get(entry.name)
-            except UnknownNameError as error:
-                raise UserInputError(f"datasets[{index}] ({dataset.display_name}).reward_funcs: {error}") from None
-            kwargs = _with_dataset_judge_defaults(entry.kwargs, dataset, initializer)
-            check_initializer_kwargs(entry.name, initializer, kwargs)
-            key = entry.name + json.dumps(kwargs, sort_keys=True, default=str)
-            if key not in initialized:
-                try:
-                    initialized[key] = initializer(**kwargs)
-                except (ValueError, TypeError, FileNotFoundError) as error:
-                    raise UserInputError(
-                        f"datasets[{index}] ({dataset.display_name}): reward '{entry.name}': {error}"
-                    ) from error
-            function = initialized[key]
-            label = _unique_label(entry.name, [r.label for r in rewards])
-            time_limit = entry.time_limit_s or config.reward.time_limit_s
-            rewards.append(ResolvedReward(label, entry.weight, function, _is_async(function), time_limit))
-        per_dataset[dataset.display_name] = rewards
-    return RewardPlan(per_dataset)
-
-
-def check_reward_settings(config: GRPOPipelineConfig) -> None:
-    """Check the reward section: known post-processors, their kwargs, and no double scaling with TRL."""
-    from ..trainer.training import effective_scale_rewards
-
-    reward = config.reward
-    try:
-        get_combination_function(reward.combination_function)
-        check_scaling_kwargs(reward.scaling_function, reward.scaling_kwargs)
-    except (UnknownNameError, TypeError) as error:
-        raise UserInputError(f"reward: {error}") from None
-    effective_scale_rewards(config)  # raises on a conflicting scale_rewards
-    aggregation = (config.training_parameters.model_extra or {}).get("multi_objective_aggregation")
-    if aggregation == "normalize_then_sum" and getattr(get_scaling_function(reward.scaling_function), "normalizes_groups", False):
-        raise UserInputError(
-            f"training_parameters.multi_objective_aggregation 'normalize_then_sum' standardises each group in TRL, "
-            f"and reward.scaling_function '{reward.scaling_function}' already does: keep one of them"
-        )
-
-
-def _with_dataset_judge_defaults(kwargs: dict, dataset: Any, initializer: Callable) -> dict:
-    """The seed put eval_llm_* on the dataset: pass them to rewards that accept them and did not set them."""
-    parameters = inspect.signature(initializer).parameters
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    merged = dict(kwargs)
-    for key in SEED_DATASET_LLM_KEYS:
-        value = getattr(dataset, key)
-        if value is not None and key not in merged and (key in parameters or accepts_any):
-            merged[key] = value
-    return merged
-
-
-def _unique_label(name: str, taken: list[str]) -> str:
-    label, n = name, 2
-    while label in taken:
-        label, n = f"{name}_{n}", n + 1
-    return label
-
-
-def _is_async(function: Any) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(getattr(function, "__call__", None))
+from .plan import RewardPlan
+from .post_processors import get_combination_function, get_scaling_function
+from .step import ScoredBatch, StepMetrics, exchange_step, group_ids_for, reward_statistics
 
 
 def completion_text(completion: Any, stop_sequences: Sequence[str] = ()) -> str:
@@ -153,19 +35,14 @@ def completion_text(completion: Any, stop_sequences: Sequence[str] = ()) -> str:
     return text[:cut] if cut >= 0 else text
 
 
-def group_ids_for(prompts: Sequence[Any], sources: Optional[Sequence[Any]]) -> list[str]:
-    """One id per completion, shared by completions of the same prompt (same source row and text)."""
-    keys = sources if sources is not None else [None] * len(prompts)
-    return [f"{key}|{json.dumps(prompt, sort_keys=True, default=str)}" for key, prompt in zip(keys, prompts)]
-
-
 @dataclass
 class CombinedReward:
-    """The one reward function handed to TRL: routes, combines, saves high scorers, scales, logs.
+    """The one reward function handed to TRL: routes, combines, scales, logs, hands the step to listeners.
 
     Async so that every LLM-judge call of a step runs concurrently on TRL's event loop (TRL runs async
     reward functions there, in a daemon thread, and waits for the result). A reward still running after
     `slow_notice_s` is named through `notify` (again at each doubling, once per run for each).
+    `scale_rewards` and `aggregation` are TRL's settings for this run, to log the advantages TRL computes.
     """
 
     plan: RewardPlan
@@ -173,8 +50,10 @@ class CombinedReward:
     scaling_function: str = "identity"
     scaling_kwargs: dict = field(default_factory=dict)
     stop_sequences: Sequence[str] = ()
-    on_scored: Optional[Callable[["ScoredBatch"], None]] = None
+    on_scored: Optional[Callable[[ScoredBatch], None]] = None
     mode_probe: Callable[[], str] = lambda: "train"  # the trainer sets this: "train" or "eval"
+    scale_rewards: str = "group"
+    aggregation: str = "sum_then_normalize"
     pending_metrics: dict[str, list[float]] = field(default_factory=dict)
     slow_notice_s: Optional[float] = 30.0
     notify: Callable[[str], None] = print
@@ -190,30 +69,39 @@ class CombinedReward:
         self._caller = RewardCaller(self.slow_notice_s, self.notify)
 
     async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[Optional[float]]:
+        part, failure = None, None
+        try:
+            part = await self._score_part(prompts, completions, columns)
+        except Exception as error:  # raised again by exchange_step, on every rank
+            failure = error
+        step, start = exchange_step(part, failure)
+        scaled = self._scale(step.combined, step.group_ids, **self.scaling_kwargs)
+        self._log(step, scaled, columns.get("log_metric"))
+        if self.on_scored is not None and is_main_process():  # the writers: once, with the whole step
+            self.on_scored(step)
+        return scaled[start:start + len(part.completions)]
+
+    async def _score_part(self, prompts: list, completions: list, columns: dict) -> ScoredBatch:
+        """This process's completions, scored by their datasets' rewards and combined."""
         texts = [completion_text(c, self.stop_sequences) for c in completions]
         dataset_names = columns.get("dataset_name") or [next(iter(self.plan.per_dataset))] * len(texts)
-        per_reward = await score_on_every_rank(self._score_all(prompts, texts, dataset_names, columns))
-
+        metrics = StepMetrics()  # what the rewards log, merged over the processes by exchange_step
+        per_reward = await self._score_all(prompts, texts, dataset_names, {**columns, "log_metric": metrics})
         combined: list[Optional[float]] = []
         for i, dataset in enumerate(dataset_names):
             rewards = self.plan.per_dataset.get(dataset, [])
-            scores = [per_reward[r.label][i] for r in rewards]
-            combined.append(self._combine(scores, [r.weight for r in rewards]))
-
-        self._log_stats(per_reward, combined, columns.get("log_metric"), columns.get("completion_ids"))
-        if self.on_scored is not None:
-            self.on_scored(ScoredBatch(
-                prompts, texts, dataset_names, per_reward, combined, columns.get("source") or [],
-                self.mode_probe(), columns.get("trainer_state"),
-            ))
-        # several processes: a prompt's group can be spread over ranks, so scale the whole step's batch
-        everyone, everyones_groups, start = gather_step(combined, group_ids_for(prompts, columns.get("source")))
-        return self._scale(everyone, everyones_groups, **self.scaling_kwargs)[start:start + len(combined)]
+            combined.append(self._combine([per_reward[r.label][i] for r in rewards], [r.weight for r in rewards]))
+        sources = columns.get("source") or []
+        return ScoredBatch(
+            prompts, texts, dataset_names, per_reward, combined, sources, self.mode_probe(),
+            columns.get("trainer_state"), group_ids_for(prompts, sources or None),
+            sum(map(len, columns.get("completion_ids") or [])), metrics,
+        )
 
     async def _score_all(self, prompts, texts, dataset_names, columns) -> dict[str, list[Optional[float]]]:
         """Every reward's score for every completion (None where it does not apply or has no opinion).
 
-        Each reward gets its own copy of the prompts and columns (reward_calls.py). Sync rewards run one
+        Each reward gets its own copy of the prompts and columns (calls.py). Sync rewards run one
         after another in a worker thread, async ones concurrently beside them; the first failure cancels
         the rest.
         """
@@ -249,23 +137,18 @@ class CombinedReward:
                 per_reward[label][i] = score
         return per_reward
 
-    def _log_stats(
-        self, per_reward: dict, combined: list, log_metric: Optional[Callable], completion_ids: Optional[list]
-    ) -> None:
+    def _log(self, step: ScoredBatch, scaled: list, log_metric: Optional[Callable]) -> None:
+        """Log the whole step's metrics (the same values on every process)."""
         metrics: dict[str, float] = {}
         now = time.monotonic()
-        if completion_ids is not None and self._last_call is not None and self.mode_probe() == "train":
-            # tokens generated in this batch over the time since the previous batch: one step's throughput
-            metrics["throughput/completion_tokens_per_second"] = sum(map(len, completion_ids)) / (now - self._last_call)
+        if step.completion_tokens and self._last_call is not None and step.mode == "train":
+            # tokens generated in this step over the time since the previous one: the step's throughput
+            metrics["throughput/completion_tokens_per_second"] = step.completion_tokens / (now - self._last_call)
         self._last_call = now
-        for label, scores in list(per_reward.items()) + [(COMBINED_REWARD_NAME, combined)]:
-            present = [s for s in scores if s is not None]
-            if label != COMBINED_REWARD_NAME:
-                metrics[f"rewards/{label}/none_count"] = float(sum(s is None for s in scores))
-            if present:
-                mean = sum(present) / len(present)
-                metrics[f"rewards/{label}/mean"] = mean
-                metrics[f"rewards/{label}/std"] = math.sqrt(sum((s - mean) ** 2 for s in present) / len(present))
+        metrics.update(reward_statistics(step))
+        metrics.update(step.metrics.values())
+        metrics.update(advantage_metrics(trl_advantages(scaled, step.group_ids, self.scale_rewards, self.aggregation),
+                                         step.group_ids))
         for name, value in metrics.items():
             if log_metric is not None:
                 log_metric(name, value)
@@ -277,22 +160,3 @@ class CombinedReward:
         averaged = {name: sum(values) / len(values) for name, values in self.pending_metrics.items() if values}
         self.pending_metrics.clear()
         return averaged
-
-
-@dataclass
-class ScoredBatch:
-    """What one reward call saw and scored, for savers and sample printers."""
-
-    prompts: list
-    completions: list[str]
-    dataset_names: list[str]
-    per_reward: dict[str, list[Optional[float]]]
-    combined: list[Optional[float]]
-    sources: list[str]
-    mode: str = "train"
-    trainer_state: Any = None
-
-    @property
-    def step(self) -> int:
-        """The optimizer step these completions are trained in (1-based)."""
-        return int(getattr(self.trainer_state, "global_step", 0)) + 1

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..distributed import is_main_process
+
 SKIPPED_REWARDS = ("training_reward", "combined")  # TRL's name for our one reward function; our pre-scaling sum
 
 
@@ -102,7 +104,7 @@ def make_compact_progress_callback(max_str_len: int = 100) -> Any:
 
     class CompactProgressCallback(ProgressCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
-            if not state.is_world_process_zero:
+            if not is_main_process():
                 return
             line = format_log_line(logs or {}, state.global_step, state.max_steps)
             reward = _number((logs or {}).get("rewards/combined/mean"), (logs or {}).get("reward"))
@@ -124,7 +126,7 @@ def make_compact_printer_callback() -> Any:
     class CompactPrinterCallback(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
             line = format_log_line(logs or {}, state.global_step, state.max_steps)
-            if state.is_world_process_zero and line:
+            if is_main_process() and line:
                 print(line, flush=True)
 
     return CompactPrinterCallback()

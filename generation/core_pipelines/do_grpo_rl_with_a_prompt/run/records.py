@@ -1,17 +1,13 @@
-"""What the run writes while it trains: metrics.jsonl, high-scoring examples, console samples.
+"""What the run writes about each step's completions: high-scoring examples, the batch log, console samples.
 
-The TrainerCallback subclass is created inside `make_metrics_callback` so that importing this module
-does not import transformers.
+Each is a listener of CombinedReward's `on_scored` hook, called on the main process with the whole step.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-from ..distributed import all_gather, is_distributed, is_main_process
-from ..rewards.combined import COMBINED_REWARD_NAME, ScoredBatch
+from ..rewards.step import COMBINED_REWARD_NAME, ScoredBatch
 from .files import JsonlAppender, conversation_record
 
 
@@ -75,61 +71,11 @@ class BatchLog:
 
 
 def fan_out(*listeners: Callable[[ScoredBatch], None]) -> Callable[[ScoredBatch], None]:
-    """One on_scored hook that calls several listeners in turn.
-
-    With several processes the listeners run on the main process only, with every rank's completions of
-    the call gathered into one batch: each completion is written (and counted) exactly once.
-    """
+    """One on_scored hook that calls several listeners in turn (CombinedReward calls it on the main process
+    only, with the whole step: each completion is written and counted exactly once)."""
 
     def notify(batch: ScoredBatch) -> None:
-        everything = gather_scored_batch(batch)
-        if everything is None:
-            return
         for listener in listeners:
-            listener(everything)
+            listener(batch)
 
     return notify
-
-
-def gather_scored_batch(batch: ScoredBatch) -> Optional[ScoredBatch]:
-    """Every rank's batch of this reward call, merged in rank order, on the main process (None elsewhere)."""
-    if not is_distributed():
-        return batch
-    parts = all_gather(dataclasses.replace(batch, trainer_state=None))  # the step is the same on every rank
-    if not is_main_process():
-        return None
-    return ScoredBatch(
-        prompts=[prompt for part in parts for prompt in part.prompts],
-        completions=[text for part in parts for text in part.completions],
-        dataset_names=[name for part in parts for name in part.dataset_names],
-        per_reward={label: [score for part in parts for score in part.per_reward[label]] for label in batch.per_reward},
-        combined=[value for part in parts for value in part.combined],
-        sources=[source for part in parts for source in part.sources],
-        mode=batch.mode,
-        trainer_state=batch.trainer_state,
-    )
-
-
-def make_metrics_callback(appender: JsonlAppender, extra_metrics: Callable[[], dict]) -> Any:
-    """A TrainerCallback that appends every log event (plus `extra_metrics()`) to metrics.jsonl."""
-    from transformers import TrainerCallback
-
-    class MetricsFileCallback(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
-            if not logs or not is_main_process():  # TRL's logs are already averaged over every rank
-                return
-            record = {"step": state.global_step, "epoch": state.epoch, "wall_time": time.time()}
-            record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str, bool)) or v is None})
-            record.update(extra_metrics())
-            appender.append(record)
-
-    return MetricsFileCallback()
-
-
-def reward_trend(records: list[dict], window: int = 5, key: str = "reward") -> tuple[Optional[float], Optional[float]]:
-    """Mean of `key` over the first and over the last `window` logged steps (None when not logged)."""
-    values = [r[key] for r in records if isinstance(r.get(key), (int, float)) and "eval_" + key not in r]
-    if not values:
-        return None, None
-    window = max(1, min(window, len(values) // 2 or 1))
-    return sum(values[:window]) / window, sum(values[-window:]) / window

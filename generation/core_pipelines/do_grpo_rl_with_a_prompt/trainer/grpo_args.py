@@ -12,18 +12,19 @@ and generation engine.
 from __future__ import annotations
 
 import importlib.util
-import math
 import re
 from pathlib import Path
 from typing import Any, Optional
 
 from generation.registry import did_you_mean
 
-from .backends.generation import vllm_grpo_kwargs, vllm_importable
-from ..config.schema import ConfigError, GRPOPipelineConfig
-from ..distributed import world_size
+from ..config.schema import KL_LOSS_TYPES, NODE_ONLY_TRAINING_KEYS, ConfigError, GRPOPipelineConfig
+from ..distributed import cuda_available, is_distributed
+from ..rewards.post_processors import required_scale_rewards
+from ..run.checkpoints import staging_dir
 from ..run.files import RunPaths
-from .training import grpo_config_kwargs
+from .backends.generation import stop_generation_kwargs, vllm_grpo_kwargs, vllm_importable
+from .model_loading import resolve_model_source, resolve_torch_dtype
 
 TRL_CHOICES: dict[str, tuple[str, ...]] = {
     "loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
@@ -38,6 +39,92 @@ ones TRL 1.16's GRPOConfig help text lists; tests/test_config_strictness.py chec
 
 REPORTING_PACKAGES = {"azure_ml": "azureml-core", "flyte": "flytekit", "neptune": "neptune", "comet_ml": "comet_ml"}
 """pip names of report_to integrations whose package name differs from the integration's name."""
+
+
+def effective_scale_rewards(config: GRPOPipelineConfig) -> str:
+    """TRL's scale_rewards for this run: what the scaling function needs ('none' for the group normalisers,
+    'batch' for reinforce_plus_plus), else the config's value (default 'group').
+
+    An explicit, conflicting training_parameters.scale_rewards is an error (no double scaling), and so is
+    multi_objective_aggregation 'normalize_then_sum' (it ignores scale_rewards) with such a scaling function.
+    """
+    name = config.reward.scaling_function
+    required = required_scale_rewards(name)
+    extra = config.training_parameters.model_extra or {}
+    explicit = extra.get("scale_rewards")
+    explicit = {True: "group", False: "none"}.get(explicit, explicit)
+    if required is None:
+        return explicit or "group"
+    what = "already normalises each prompt group" if required == "none" else f"needs TRL's scale_rewards '{required}'"
+    if explicit not in (None, required):
+        raise ConfigError(
+            f"reward.scaling_function '{name}' {what}; training_parameters.scale_rewards '{explicit}' would scale "
+            f"{'twice' if required == 'none' else 'differently'}: remove it or set it to '{required}'"
+        )
+    if extra.get("multi_objective_aggregation") == "normalize_then_sum" and required != "none":
+        raise ConfigError(
+            f"training_parameters.multi_objective_aggregation 'normalize_then_sum' ignores scale_rewards, which "
+            f"reward.scaling_function '{name}' needs: keep the default 'sum_then_normalize'"
+        )
+    return required
+
+
+def grpo_config_kwargs(
+    config: GRPOPipelineConfig,
+    paths: RunPaths,
+    has_eval: bool,
+    eos_token_id: Optional[int],
+    model_dtype: str,
+    engine_kwargs: Optional[dict] = None,
+) -> dict:
+    """Keyword arguments for trl.GRPOConfig: the training_parameters, minus the keys the node handles.
+
+    `model_dtype` ('bfloat16', 'float16', 'float32') sets mixed precision to match the loaded weights;
+    `engine_kwargs` are what the backend's generation path needs (use_vllm, vllm_mode, ...).
+    """
+    params = config.training_parameters.model_dump(exclude=set(NODE_ONLY_TRAINING_KEYS))
+    for key, value in (engine_kwargs or {"use_vllm": False}).items():
+        params.setdefault(key, value)
+    params.setdefault("bf16", model_dtype == "bfloat16")
+    params.setdefault("fp16", model_dtype == "float16")
+    params.pop("output_dir")
+    params["output_dir"] = str(staging_dir(paths))  # run/checkpoints.py moves each finished checkpoint into place
+    params["scale_rewards"] = effective_scale_rewards(config)
+    kl_loss_type = config.training_parameters.kl_loss_type
+    if kl_loss_type is not None:  # TRL's KL is k3; verl's estimator name says which k3 gradient (config.KL_LOSS_TYPES)
+        params.setdefault("use_bias_correction_kl", KL_LOSS_TYPES[kl_loss_type])
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if params.get(old) is not None:  # transformers 5 names; the old ones are deprecated aliases
+            params.setdefault(new, params.pop(old))
+    params.setdefault("activation_checkpointing", True)  # TRL's default, under its current name
+    params.setdefault("dataloader_pin_memory", cuda_available())  # pinned memory only helps copies to a GPU
+    params.setdefault("save_strategy", "steps")
+    params.setdefault("logging_first_step", True)
+    params.setdefault("disable_tqdm", False)
+    params.setdefault("data_seed", params["seed"])
+    if is_distributed() and not cuda_available():
+        params.setdefault("use_cpu", True)  # else transformers ignores the process group on CPU: N separate runs
+    generation_kwargs = dict(params.get("generation_kwargs") or {})
+    stop_kwargs = stop_generation_kwargs(
+        config.training_parameters.model_stop_sequences, bool(params.get("use_vllm")), eos_token_id
+    )
+    pad_token_id = stop_kwargs.pop("pad_token_id", None)
+    generation_kwargs.update(stop_kwargs)
+    if pad_token_id is not None:
+        generation_kwargs.setdefault("pad_token_id", pad_token_id)
+    if generation_kwargs:
+        params["generation_kwargs"] = generation_kwargs
+    if has_eval:
+        params.setdefault("eval_strategy", "steps")
+        params.setdefault("eval_steps", params["save_steps"])  # every eval has a checkpoint to call best
+        params.setdefault("metric_for_best_model", "eval_reward")
+        params.setdefault("num_generations_eval", 1)
+        params.setdefault("per_device_eval_batch_size", max(1, params["per_device_train_batch_size"] // params["num_generations"]))
+    if params.get("report_to") == "wandb" or "wandb" in (params.get("report_to") or []):
+        params.setdefault("run_name", paths.root.name)
+        params.setdefault("log_completions", True)  # a table of prompts, completions and rewards in wandb
+    return params
 
 
 def build_grpo_config(
@@ -135,8 +222,6 @@ def expected_model_dtype(config: GRPOPipelineConfig) -> str:
 
     if not torch.cuda.is_available():
         return "float32"
-    from .model_loading import resolve_torch_dtype
-
     return str(resolve_torch_dtype(config.model.dtype)).removeprefix("torch.")
 
 
@@ -144,20 +229,6 @@ def expected_engine_kwargs(config: GRPOPipelineConfig) -> dict:
     """The generation engine's GRPOConfig arguments as the backend will choose them (vLLM or not)."""
     import torch
 
-    from .model_loading import resolve_model_source
-
     if resolve_model_source(config.model.base_model_name, config.model.gguf_file).gguf_file:
         return {"use_vllm": False}  # vLLM cannot load GGUF files
     return vllm_grpo_kwargs(config, vllm_importable(), torch.cuda.is_available())
-
-
-def planned_steps(config: GRPOPipelineConfig, train_rows: int) -> int:
-    """Optimizer steps the run will take: max_steps, or (max_steps -1) about what num_train_epochs gives."""
-    tp = config.training_parameters
-    if tp.max_steps > 0:
-        return tp.max_steps
-    extra = tp.model_extra or {}
-    completions_per_step = tp.per_device_train_batch_size * world_size() * tp.gradient_accumulation_steps
-    completions_per_epoch = train_rows * tp.num_generations * int(extra.get("num_iterations") or 1)
-    per_epoch = math.ceil(completions_per_epoch / completions_per_step)
-    return max(1, math.ceil(per_epoch * float(extra.get("num_train_epochs") or 1)))

@@ -6,9 +6,11 @@ Torch and transformers are imported inside the functions: importing this module 
 from __future__ import annotations
 
 import importlib.util
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlparse
 
 from generation.errors import UserInputError
 
@@ -133,9 +135,6 @@ def hub_problem(source: ModelSource, timeout_s: float = 3.0) -> Optional[str]:
 
     Answers in about a second where transformers would retry for tens of seconds before failing.
     """
-    import socket
-    from urllib.parse import urlparse
-
     from huggingface_hub import constants, try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 

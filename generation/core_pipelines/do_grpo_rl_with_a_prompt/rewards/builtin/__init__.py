@@ -20,7 +20,7 @@
 | repetition_penalty          | repetition.py      | few repeated n-grams (CJK: per character)                    |
 
 math_equivalence.py holds the math-verify wrapper that answers.py uses (mode: math).
-Every reward follows the contract in reward_registry.py: an initializer called once with the config's
+Every reward follows the contract in rewards/registry.py: an initializer called once with the config's
 keyword arguments returns `reward(prompts, completions, **columns) -> list[float | None]`.
 To write your own, copy one of these into reward_functions.py and rename it.
 """

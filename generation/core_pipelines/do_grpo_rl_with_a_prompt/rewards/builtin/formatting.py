@@ -19,7 +19,7 @@ def think_format(
     """Rewards completions laid out as `<think> reasoning </think> answer`.
 
     A completion passes when it is not blank, holds exactly one cot_end and no cot_start after its start
-    (the chat template usually prefills cot_start; see text_utils.passes_cot_format). With cot_end null every
+    (the chat template usually prefills cot_start; see reasoning_text.passes_cot_format). With cot_end null every
     non-blank completion passes. Scores: pass_score or fail_score (default 1.0 / 0.0); never None.
 
     Config:

@@ -259,7 +259,7 @@ class LLMJudgeReward:
             for i, score in zip(indices, scores):
                 rewards[i] = score
         self.last_metrics = stats.metrics(*self.prices)
-        log_step(self.name, self.last_metrics, columns.get("log_metric"))
+        log_step(self.name, stats, self.prices, columns.get("log_metric"))
         if stats.failed:
             logger.warning("judge '%s': %d/%d judged completions got no score this step; last error: %s",
                            self.name, stats.failed, stats.judged, stats.last_error)

@@ -81,12 +81,22 @@ class StepStats:
         return values
 
 
-def log_step(name: str, metrics: dict[str, float], log_metric: Optional[Callable[[str, float], None]]) -> None:
-    """Send `judge/<name>/<metric>` scalars through TRL's log_metric, when the caller passed one."""
+def log_step(name: str, stats: StepStats, prices: tuple, log_metric: Optional[Callable[[str, float], None]]) -> None:
+    """Send the step's `judge/<name>/<metric>` scalars through `log_metric`, when the caller passed one.
+
+    Through the reward call's StepMetrics (rewards/step.py), the counters are summed and the latencies pooled
+    over every process of the step; through a plain log_metric (TRL's), this process's values are sent.
+    """
     if log_metric is None:
         return
-    for key, value in metrics.items():
-        log_metric(f"judge/{name}/{key}", value)
+    count, samples = getattr(log_metric, "count", None), getattr(log_metric, "samples", None)
+    for key, value in stats.metrics(*prices).items():
+        if count is None or samples is None:
+            log_metric(f"judge/{name}/{key}", value)
+        elif not key.startswith("latency_"):
+            count(f"judge/{name}/{key}", value)
+    if samples is not None and count is not None:
+        samples(f"judge/{name}/latency", stats.latencies)
 
 
 class FailureWatch:

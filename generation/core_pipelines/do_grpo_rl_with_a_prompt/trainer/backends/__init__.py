@@ -8,25 +8,12 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from generation.errors import UserInputError
-
-
-class BackendUnavailableError(UserInputError, RuntimeError):
-    """The configured backend cannot run on this machine; the message says why and what to use."""
-
-
-@dataclass
-class LoadedModel:
-    """A LoRA-wrapped model ready for GRPOTrainer, its tokenizer, and how generation will run."""
-
-    model: Any
-    tokenizer: Any
-    backend: str
-    generation_path: str  # "vllm (colocate)", "unsloth fast generate", "transformers generate"
-    grpo_kwargs: dict = field(default_factory=dict)  # GRPOConfig arguments this generation path needs
+from ...distributed import cuda_available
+from .base import BackendUnavailableError, LoadedModel
+from .trl_backend import load_trl_model
+from .unsloth_backend import load_unsloth_model
 
 
 def describe_training_mode(model_config: Any) -> str:
@@ -41,15 +28,6 @@ def describe_training_mode(model_config: Any) -> str:
     if excluded:
         targets += f" except {excluded if isinstance(excluded, str) else ', '.join(excluded)}"
     return f"{kind} r={model_config.lora_rank} alpha={model_config.lora_alpha} on {targets}"
-
-
-def cuda_available() -> bool:
-    """True when torch sees a CUDA GPU (imports torch only if it is installed)."""
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def select_backend(
@@ -89,9 +67,5 @@ def select_backend(
 def load_model(config: Any, backend: str) -> LoadedModel:
     """Load model + tokenizer with the chosen backend and wrap the model with LoRA."""
     if backend == "unsloth":
-        from .unsloth_backend import load_unsloth_model
-
         return load_unsloth_model(config)
-    from .trl_backend import load_trl_model
-
     return load_trl_model(config)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Optional, Sequence
 
-from . import BackendUnavailableError
+from .base import BackendUnavailableError
 
 
 def vllm_importable() -> bool:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ...config.schema import GRPOPipelineConfig
+from ...distributed import local_rank
 from ..model_loading import load_causal_lm, load_tokenizer, resolve_model_source, resolve_torch_dtype
-from . import BackendUnavailableError, LoadedModel
+from .base import BackendUnavailableError, LoadedModel, four_bit_problem
 from .generation import generation_path, vllm_grpo_kwargs, vllm_importable
 
 
@@ -35,7 +36,6 @@ def lora_config_kwargs(model_config: Any, seed: int) -> dict:
 def four_bit_load_kwargs(compute_dtype: Any) -> dict:
     """from_pretrained arguments for QLoRA: NF4 weights with double quantization, compute in `compute_dtype`,
     on this process's GPU (each rank its own under accelerate)."""
-    from accelerate import PartialState
     from transformers import BitsAndBytesConfig
 
     return {"quantization_config": BitsAndBytesConfig(
@@ -43,7 +43,7 @@ def four_bit_load_kwargs(compute_dtype: Any) -> dict:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
-    ), "device_map": {"": PartialState().local_process_index}}
+    ), "device_map": {"": local_rank()}}
 
 
 def load_trl_model(config: GRPOPipelineConfig) -> LoadedModel:
@@ -82,11 +82,9 @@ def load_four_bit_model(source: Any, dtype: str, training_parameters: Any) -> An
     """The base in 4-bit via bitsandbytes, prepared for k-bit training by PEFT (CUDA only)."""
     from peft import prepare_model_for_kbit_training
 
-    from ...config.schema import four_bit_problem
-
-    problem = four_bit_problem()
+    problem = four_bit_problem()  # checked at start-up too; kept for callers of this function
     if problem:
-        raise BackendUnavailableError(f"model.load_in_4bit: {problem}")
+        raise BackendUnavailableError(problem)
     if source.gguf_file:
         raise BackendUnavailableError(
             f"model.load_in_4bit: {source.describe()} is a GGUF file, which transformers de-quantizes; 4-bit loading "

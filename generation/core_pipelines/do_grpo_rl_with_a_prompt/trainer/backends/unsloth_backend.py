@@ -29,8 +29,9 @@ import warnings
 from typing import Any, Optional
 
 from ..model_loading import CHATML_TEMPLATE, ModelLoadError, resolve_model_source
-from . import BackendUnavailableError, LoadedModel
+from .base import BackendUnavailableError, LoadedModel
 from .generation import generation_path, uses_vllm, vllm_grpo_kwargs, vllm_importable
+from .trl_backend import describe_full_fine_tuning, install_stop_sequences, parameter_count
 
 STANDARD_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """What PEFT's 'all-linear' selects on Llama / Qwen / Mistral-style models (every linear layer but lm_head)."""
@@ -149,8 +150,6 @@ def load_unsloth_model(config: Any) -> LoadedModel:
         torch.manual_seed(config.training_parameters.seed)  # LoRA init is random: make it repeatable
         model = FastLanguageModel.get_peft_model(model, **unsloth_peft_kwargs(config))
     else:
-        from .trl_backend import describe_full_fine_tuning, parameter_count
-
         optimizer = (config.training_parameters.model_extra or {}).get("optim")
         print(describe_full_fine_tuning(parameter_count(model), model.dtype.itemsize, optimizer))
 
@@ -159,8 +158,6 @@ def load_unsloth_model(config: Any) -> LoadedModel:
         warnings.warn("Unsloth did not start its vLLM engine on this GPU: generating without vLLM", stacklevel=2)
         vllm_kwargs = {"use_vllm": False}
     if config.training_parameters.model_stop_sequences and not vllm_kwargs["use_vllm"]:
-        from .trl_backend import install_stop_sequences
-
         install_stop_sequences(model, tokenizer)
     loaded = LoadedModel(model, tokenizer, "unsloth", generation_path("unsloth", vllm_kwargs))
     loaded.grpo_kwargs = vllm_kwargs  # what GRPOConfig needs for this generation path (see vllm_grpo_kwargs)
