@@ -238,3 +238,15 @@ def test_a_pipeline_run_scores_with_the_reward_model(tmp_path, tiny_model_dir, r
     assert len(examples) == 2 * 4  # every completion of both steps
     expected = direct_scores(rm_dir, [e["messages"][:-1] for e in examples], [e["completion"] for e in examples])
     assert [e["scores"]["reward_model"] for e in examples] == pytest.approx(expected, abs=1e-4)
+
+
+def test_two_processes_each_score_their_own_completions(tmp_path, tiny_model_dir, rm_dir):
+    """2 CPU ranks (gloo): each loads the RM and scores its completions; every saved score is the direct one."""
+    from test_distributed import COMPLETIONS_PER_STEP, PER_DEVICE_BATCH, finish, launch, num_processes
+
+    config = rm_config(tmp_path, tiny_model_dir, rm_dir, max_steps=1, per_device_train_batch_size=PER_DEVICE_BATCH)
+    finish(launch(num_processes(config)))
+    examples = [json.loads(line) for line in (tmp_path / "run" / "high_scoring_examples.jsonl").read_text().splitlines()]
+    assert len(examples) == COMPLETIONS_PER_STEP  # both ranks' completions
+    expected = direct_scores(rm_dir, [e["messages"][:-1] for e in examples], [e["completion"] for e in examples])
+    assert [e["scores"]["reward_model"] for e in examples] == pytest.approx(expected, abs=1e-4)
