@@ -18,6 +18,7 @@
 | length_reward               | length.py          | a length near a target (plateau, linear fall-off)            |
 | max_length                  | length.py          | brevity: at most max_words / max_chars                       |
 | repetition_penalty          | repetition.py      | few repeated n-grams (CJK: per character)                    |
+| reward_model                | reward_model.py    | a trained reward model's score (sequence classifier, as TRL) |
 
 math_equivalence.py holds the math-verify wrapper that answers.py uses (mode: math).
 Every reward follows the contract in rewards/registry.py: an initializer called once with the config's
@@ -34,5 +35,6 @@ from . import (  # noqa: F401  (importing registers the rewards)
     length_shaping,
     reasoning_steps,
     repetition,
+    reward_model,
     tags,
 )
