@@ -163,7 +163,10 @@ def export_gguf(model_dir: str | Path, gguf_type: str, save_path: str | Path | N
     target = save_dir / f"{name}-{gguf_type}.gguf"
     if target.exists() and not overwrite:
         raise CliInputError(f"{target} exists: pass --overwrite to replace it")
-    hparams = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    try:
+        hparams = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CliInputError(f"cannot read {model / 'config.json'}: {error}") from None
     gguf_arch = gguf_arch or converter_arch(hparams, converter)
 
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,10 @@ def read_gguf(path: Path) -> GGUFFile:
     """Open a GGUF file once with gguf's reader: its architecture, tensor count and vocabulary size."""
     from gguf import GGUFReader
 
-    reader = GGUFReader(path)
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, KeyError, OSError) as error:  # e.g. a weight type newer than this gguf package
+        raise GGUFExportError(f"gguf's reader cannot open the converter's file: {error}") from None
     arch_field = reader.get_field("general.architecture")
     tokens = reader.get_field("tokenizer.ggml.tokens")
     return GGUFFile(
