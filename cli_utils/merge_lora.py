@@ -13,8 +13,10 @@ What it does, in order:
      adapter, merges it and saves the model with the tokenizer and chat template saved with the adapter
      (the base's when the adapter has none) into a temporary folder, renamed into place at the end;
   4. with --verify, reloads the saved model and compares its logits on a sample prompt with base+adapter;
-     above the tolerance nothing is kept and the exit status is 1.
-Works on CPU. Exit status: 0 merged, 1 verification failed, 2 bad input (nothing written).
+     above the tolerance nothing is kept and the exit status is 1;
+  5. with --export-gguf f16|bf16|q8_0, writes <save-path>/<name>-<type>.gguf with cli_utils/gguf_export.py
+     (type and architecture checked in step 1); a full fine-tune's folder goes straight to this step.
+Works on CPU. Exit status: 0 merged, 1 verification or GGUF export failed, 2 bad input (nothing written).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python cli_utils/merge_lora.py`
     sys.path.insert(0, str(ROOT))
 
+from cli_utils.cli_io import CliInputError  # noqa: E402
+from cli_utils.gguf_export import GGUFExportError, check_export, converter_arch, export_gguf, find_full_model  # noqa: E402
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import (  # noqa: E402
     ModelLoadError,
     forget_gguf_quantization,
@@ -71,6 +75,7 @@ class MergeResult:
     max_abs_diff: float | None = None  # merged vs base+adapter logits (verify only)
     tolerance: float | None = None
     adapter_effect: float | None = None  # base vs base+adapter logits: how much the adapter changes
+    gguf: Any = None  # gguf_export.GGUFFile (export_gguf only)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -88,12 +93,12 @@ def resolve_adapter_dir(adapter_model: str | Path) -> Path:
         return path / "final"
     if not path.exists():
         raise MergeError(f"adapter path {path} does not exist")
-    for folder in (path, path / "final"):
-        if (folder / "config.json").is_file() and any(folder.glob("model*.safetensors")):
-            raise MergeError(
-                f"nothing to merge: {folder} holds a whole model (a full fine-tune, model.apply_lora false), not a "
-                "LoRA adapter; it is already standalone: load it with AutoModelForCausalLM.from_pretrained"
-            )
+    folder = find_full_model(path)
+    if folder is not None:
+        raise MergeError(
+            f"nothing to merge: {folder} holds a whole model (a full fine-tune, model.apply_lora false), not a "
+            "LoRA adapter; it is already standalone: load it with AutoModelForCausalLM.from_pretrained"
+        )
     raise MergeError(
         f"{path} holds no adapter_config.json: give a LoRA adapter folder (a run's final/ or best/, or a "
         "checkpoints/checkpoint-<step>/ folder)"
@@ -264,6 +269,7 @@ def merge_lora(
     verify: bool = False,
     gguf_file: str | None = None,
     tolerance: float | None = None,
+    export_gguf_type: str | None = None,
     log=print,
 ) -> MergeResult:
     """Merge `adapter_model` into `base_model` and save the result at `save_path` (see the module doc).
@@ -273,6 +279,8 @@ def merge_lora(
     """
     if dtype not in ("auto", *DTYPES):
         raise MergeError(f"unknown dtype '{dtype}': use auto, bf16, fp16 or fp32")
+    if export_gguf_type:
+        check_export(export_gguf_type)
     save_path = Path(save_path)
     adapter_dir = resolve_adapter_dir(adapter_model)
     base_model, gguf_file = resolve_base(str(base_model), gguf_file)
@@ -296,6 +304,7 @@ def merge_lora(
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
     problems = find_mismatches(skeleton, adapter_tensor_shapes(adapter_dir))
+    architecture = type(skeleton).__name__  # what save_pretrained writes in config.json
     del skeleton
     if problems:
         shown = "\n  ".join(problems[:8]) + (f"\n  ... and {len(problems) - 8} more" if len(problems) > 8 else "")
@@ -303,6 +312,7 @@ def merge_lora(
             f"the adapter in {adapter_dir} does not fit the base model '{base_model}' "
             f"(it was trained on '{trained_on or 'unknown'}'):\n  {shown}"
         )
+    gguf_arch = converter_arch({"architectures": [architecture]}) if export_gguf_type else None
     if not same_model_name(trained_on, base_model):
         result.warnings.append(f"the adapter was trained on '{trained_on}', merging it into '{base_model}'")
         log(f"warning: {result.warnings[-1]} (its modules and shapes match, so going on)")
@@ -349,6 +359,9 @@ def merge_lora(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log(f"merged model saved to {save_path} ({result.dtype}; tokenizer from {result.tokenizer_source})")
+    if export_gguf_type:
+        result.gguf = export_gguf(save_path, export_gguf_type, save_path, name=save_path.resolve().name,
+                                  gguf_arch=gguf_arch, log=log)
     return result
 
 
@@ -419,20 +432,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="Largest logit difference --verify accepts (default depends on --dtype).")
     parser.add_argument("--gguf-file", default=None, help="GGUF file name inside --base-model (dequantized on load).")
+    parser.add_argument("--export-gguf", default=None, metavar="TYPE",
+                        help="Also write <save-path>/<name>-TYPE.gguf for llama.cpp/Ollama (f16, bf16 or q8_0); "
+                        "a full fine-tune's folder is exported as it is.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    full_model = find_full_model(args.adapter_model) if args.export_gguf else None  # a full fine-tune: export only
     try:
-        merge_lora(args.base_model, args.adapter_model, args.save_path, dtype=args.dtype,
-                   overwrite=args.overwrite, verify=args.verify, gguf_file=args.gguf_file,
-                   tolerance=args.tolerance)
-    except MergeError as error:
+        if full_model is not None:
+            export_gguf(full_model, args.export_gguf, args.save_path, name=Path(args.save_path).resolve().name,
+                        overwrite=args.overwrite)
+        else:
+            merge_lora(args.base_model, args.adapter_model, args.save_path, dtype=args.dtype,
+                       overwrite=args.overwrite, verify=args.verify, gguf_file=args.gguf_file,
+                       tolerance=args.tolerance, export_gguf_type=args.export_gguf)
+    except (MergeError, CliInputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except VerificationError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (VerificationError, GGUFExportError) as error:
+        kept = isinstance(error, GGUFExportError) and full_model is None
+        print(f"error: {error}" + (f" (the merged model in {args.save_path} is kept)" if kept else ""), file=sys.stderr)
         return 1
     return 0
 

