@@ -1,6 +1,7 @@
 """`python run_augmentoolkit.py --num-processes N [--distributed NAME]`: N local processes through accelerate.
 
-The shortcut builds and runs the `accelerate launch` command a user could type themselves (it is printed),
+The shortcut builds and runs the `accelerate launch` command a user could type themselves (it is printed, with
+the values of secret keys given by --set / --sweep as ***),
 with one of the templates in accelerate_configs/ (ddp, zero2, zero3_offload, fsdp) or any accelerate config
 file. On a machine without CUDA the processes talk over gloo on the CPU (DDP only). Several machines: run
 `accelerate launch` yourself on each (README, "Several GPUs and machines").
@@ -79,6 +80,7 @@ def accelerate_launch_command(num_processes: int, config_file: Path, script: Pat
 def launch_processes(num_processes: int, distributed: Optional[str], script: Path, script_args: Sequence[str]) -> int:
     """Run `script script_args` in `num_processes` processes; returns the run's exit status."""
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.backends import cuda_available
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.redaction import redact_argv
 
     if num_processes < 1:
         raise UserInputError(f"--num-processes must be at least 1, got {num_processes}")
@@ -91,7 +93,7 @@ def launch_processes(num_processes: int, distributed: Optional[str], script: Pat
     config_file = resolve_accelerate_config(distributed)
     check_accelerate_config(config_file, has_cuda)
     command = accelerate_launch_command(num_processes, config_file, script, script_args)
-    print("launching:", " ".join(command[2:] if command[1] == "-m" else command), flush=True)
+    print("launching:", " ".join(redact_argv(command[2:])), flush=True)  # logs keep it: no API key in it
     with tempfile.TemporaryDirectory(prefix="grpo-launch-") as folder:
         status_file = Path(folder) / "status"
         environment = {**os.environ, STATUS_FILE_ENV: str(status_file)}

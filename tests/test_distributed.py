@@ -308,3 +308,20 @@ def test_ctrl_c_of_a_launch_stops_every_rank_with_a_checkpoint(tmp_path, tiny_mo
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (run / "checkpoints" / f"checkpoint-{saved[-1]}").iterdir()}
     assert not (run / "final").exists()
     assert [b["step"] for b in jsonl(run / "batches.jsonl")] == list(range(1, saved[-1] + 1))
+
+
+def test_the_printed_launch_command_masks_a_key_given_with_set(tmp_path):
+    from test_cli_errors import judge_entry, make_project
+
+    secret = "sk-live-on-the-command-line-456"
+    config = make_project(tmp_path, reward=judge_entry(tmp_path))
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run_augmentoolkit.py"), "--num-processes", str(PROCESSES), *node_args(config),
+         "--set", f"datasets.0.reward_funcs.0.eval_llm_api_key={secret}", "--dry-run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    launching = next(line for line in completed.stdout.splitlines() if line.startswith("launching:"))
+    assert "--set datasets.0.reward_funcs.0.eval_llm_api_key=***" in launching
+    assert secret not in output  # nor anything the ranks print
