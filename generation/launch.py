@@ -8,12 +8,23 @@ file. On a machine without CUDA the processes talk over gloo on the CPU (DDP onl
 
 The child processes' exit status is handed back through a small file, so a config error in the children
 still exits 2, a Ctrl-C 130, and so on, instead of torchrun's generic failure.
+
+Signals: accelerate runs in a session of its own, and the SIGINT, SIGTERM or SIGHUP this launcher gets (a
+Ctrl-C in the terminal, `kill PID`, a scheduler, `docker stop`) is passed on to it; torchrun's agent hands
+it to every rank, which finishes its step, saves a checkpoint and exits 130 / 143, and the launcher returns
+after them. A scheduler that signals every process reaches each rank twice (directly and through the
+agent): the second SIGTERM changes nothing (lifecycle.py).
+The agent waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds for the ranks before it kills them: 600 unless set
+(torch's default, 30, is short for a step and a checkpoint of a large model; a torch without that
+variable always waits 30).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES_DIR = ROOT / "accelerate_configs"
 STATUS_FILE_ENV = "GRPO_LAUNCH_STATUS_FILE"
 NEEDS_CUDA = {"DEEPSPEED": "DeepSpeed", "FSDP": "FSDP"}
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
+DEFAULT_SHUTDOWN_TIMEOUT_S = 600
 
 
 def template_names() -> list[str]:
@@ -94,17 +108,52 @@ def launch_processes(num_processes: int, distributed: Optional[str], script: Pat
     check_accelerate_config(config_file, has_cuda)
     command = accelerate_launch_command(num_processes, config_file, script, script_args)
     print("launching:", " ".join(redact_argv(command[2:])), flush=True)  # logs keep it: no API key in it
-    with tempfile.TemporaryDirectory(prefix="grpo-launch-") as folder:
+    with tempfile.TemporaryDirectory(prefix="grpo-launch-") as folder, forwarding_signals() as forward:
         status_file = Path(folder) / "status"
-        environment = {**os.environ, STATUS_FILE_ENV: str(status_file)}
-        process = subprocess.Popen(command, env=environment)
-        while process.poll() is None:
-            try:
-                process.wait()
-            except KeyboardInterrupt:
-                pass  # the launcher got the same Ctrl-C: it stops the ranks, which save a checkpoint first
+        environment = {SHUTDOWN_TIMEOUT_ENV: str(DEFAULT_SHUTDOWN_TIMEOUT_S), **os.environ,
+                       STATUS_FILE_ENV: str(status_file)}
+        # a session of its own: a signal to our whole process group reaches accelerate once, through us
+        process = forward.to(subprocess.Popen(command, env=environment, start_new_session=True))
+        process.wait()
         recorded = status_file.read_text().strip() if status_file.is_file() else ""
-        return int(recorded) if recorded.isdigit() else (process.returncode or 0)
+        if recorded.isdigit():
+            return int(recorded)
+        return 128 + forward.received[0] if forward.received else (process.returncode or 0)
+
+
+class SignalForwarder:
+    """Passes the signals this process gets on to one child process (kept until it has one)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.process: Optional[subprocess.Popen] = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        self._send(signum)
+
+    def to(self, process: subprocess.Popen) -> subprocess.Popen:
+        self.process = process
+        for signum in self.received:  # one that came while the child was being started
+            self._send(signum)
+        return process
+
+    def _send(self, signum: int) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+
+
+@contextlib.contextmanager
+def forwarding_signals():
+    """A SignalForwarder handling SIGINT, SIGTERM and SIGHUP for the duration (the old handlers come back)."""
+    forwarder = SignalForwarder()
+    previous = {signum: signal.signal(signum, forwarder) for signum in FORWARDED_SIGNALS}
+    try:
+        yield forwarder
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def record_exit_status(status: int) -> None:

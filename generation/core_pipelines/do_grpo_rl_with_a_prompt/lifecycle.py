@@ -5,7 +5,8 @@
 - Re-running the same command resumes from the newest complete checkpoint; files that are appended to
   (metrics, examples, batch log) are cut back to that step first, so no line appears twice.
 - A config change that makes resuming unsafe (another model, other data, another batch shape) is refused.
-- Ctrl-C / SIGTERM: the current step finishes, a checkpoint is saved, and the run exits cleanly.
+- Ctrl-C / SIGTERM: the current step finishes, a checkpoint is saved, and the run exits cleanly; a second
+  Ctrl-C stops at once, a second SIGTERM changes nothing (several processes may each get it twice).
 - The best checkpoint by an eval metric is copied to `best/` (adapter + tokenizer) with best.json beside it;
   a resumed run remembers the best value so far, so a worse eval after the resume never replaces it.
 - One run per directory: a lock file (`.lock`, holding the pid) refuses a second run started on it.
@@ -306,8 +307,10 @@ def make_lifecycle_callback(paths: RunPaths, save_total_limit: Optional[int], be
                     pass
 
         def _request_stop(self, signum, frame):
-            if self.stop_requested:  # a second Ctrl-C: stop now
-                raise KeyboardInterrupt
+            if self.stop_requested:
+                if signum == signal.SIGINT:  # a second Ctrl-C: stop now
+                    raise KeyboardInterrupt
+                return  # SIGTERM again: a scheduler signals every process, and the launcher's agent once more
             self.stop_requested = signal.Signals(signum).name
             print(f"\n{self.stop_requested}: finishing this step, saving a checkpoint, then stopping "
                   "(press Ctrl-C again to stop at once)")
