@@ -182,10 +182,12 @@ def judge_entry(tmp_path: Path, **overrides) -> dict:
     ({"eval_llm_base_url": "http://127.0.0.1:99999/v1"}, "not a usable URL (Port out of range"),
     ({"eval_llm_base_url": "local:no-such/judge-model"}, "'no-such/judge-model' is not in the local Hugging Face cache"),
     ({"eval_llm_api_key": "sk-one sk-two"}, "contains spaces or control characters inside it"),
+    ({"eval_llm_api_key_env": "sk-proj-Live123"}, "does not look like a variable name (is it the key itself?)"),
 ])
 def test_judge_mistakes_fail_the_dry_run(tmp_path, overrides, fragment):
     config = make_project(tmp_path, reward=judge_entry(tmp_path, **overrides))
-    assert_user_error(dry_run(tmp_path, config), str(config), "generic_llm_reward", fragment)
+    message = assert_user_error(dry_run(tmp_path, config), str(config), "generic_llm_reward", fragment)
+    assert "sk-proj-Live123" not in message
 
 
 # ------------------------------------------------------------------------------- secrets on the command line

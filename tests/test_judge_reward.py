@@ -413,6 +413,20 @@ class TestConfigTimeChecks:
         assert rewards == [pytest.approx(8 / 9)]
         assert server.headers[0]["authorization"] == "Bearer sk-from-a-file"
 
+    @pytest.mark.parametrize("key", ["sk-proj-AbC123xyz", "gsk_live key", "12345"])
+    def test_a_key_given_as_the_variable_name_is_refused_without_echoing_it(self, tmp_path, key):
+        with pytest.raises(ConfigError, match="eval_llm_api_key_env must name an environment variable") as error:
+            generic_llm_reward(**self.options(tmp_path, eval_llm_api_key_env=key))
+        assert key not in str(error.value) and "is it the key itself?" in str(error.value)
+
+    def test_an_unset_variable_is_named_only_when_it_looks_like_a_variable_name(self, tmp_path):
+        with pytest.raises(ConfigError, match="names JUDGE_UNSET_KEY, which is not set"):
+            generic_llm_reward(**self.options(tmp_path, eval_llm_api_key_env="JUDGE_UNSET_KEY"))
+        key = "gsk_8fJx2LmQ9vTz"  # a key that is also a valid variable name
+        with pytest.raises(ConfigError, match="its name is not shown: it may be the key itself") as error:
+            generic_llm_reward(**self.options(tmp_path, eval_llm_api_key_env=key))
+        assert key not in str(error.value)
+
     def test_a_blank_key_variable_is_refused(self, tmp_path, monkeypatch):
         monkeypatch.setenv("JUDGE_KEY", " \n")
         with pytest.raises(ConfigError, match="JUDGE_KEY, which is not set \\(or blank\\)"):

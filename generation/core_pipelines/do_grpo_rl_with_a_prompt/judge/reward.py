@@ -31,6 +31,7 @@ from .stats import FailureWatch, StepStats, log_step
 logger = logging.getLogger(__name__)
 
 RESERVED_TAG = re.compile(r"think|response_\d+", re.I)  # tags the parser reads as the judge's own structure
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what eval_llm_api_key_env may hold
 SEED_MODES = (None, "api")  # the seed's EngineWrapper mode; only the OpenAI-compatible API is spoken here
 
 
@@ -193,9 +194,14 @@ def _api_key(name: str, env: Optional[str], literal: Optional[str]) -> Optional[
     """The judge's key: from the environment variable `env` (preferred) or the literal, surrounding whitespace
     stripped (a trailing newline from `echo` or a file would make every call fail as a connection error)."""
     if env:
+        if not ENV_NAME.fullmatch(env):  # the key itself put here: never echo it
+            raise ConfigError(f"{name}: eval_llm_api_key_env must name an environment variable (letters, digits, _), "
+                              "and its value does not look like a variable name (is it the key itself?): put a "
+                              "literal key in eval_llm_api_key, or its variable's name in eval_llm_api_key_env")
         value = (os.environ.get(env) or "").strip()
-        if not value:
-            raise ConfigError(f"{name}: eval_llm_api_key_env names {env}, which is not set (or blank) in the environment")
+        if not value:  # named only when it looks like a variable's name (OPENAI_API_KEY), not a key (gsk_8fJx...)
+            named = env if env.isupper() else "a variable (its name is not shown: it may be the key itself)"
+            raise ConfigError(f"{name}: eval_llm_api_key_env names {named}, which is not set (or blank) in the environment")
         where = f"the environment variable {env}"
     else:
         value, where = (literal or "").strip(), "eval_llm_api_key"
