@@ -183,11 +183,14 @@ def judge_entry(tmp_path: Path, **overrides) -> dict:
     ({"eval_llm_base_url": "local:no-such/judge-model"}, "'no-such/judge-model' is not in the local Hugging Face cache"),
     ({"eval_llm_api_key": "sk-one sk-two"}, "contains spaces or control characters inside it"),
     ({"eval_llm_api_key_env": "sk-proj-Live123"}, "does not look like a variable name (is it the key itself?)"),
+    ({"eval_llm_api_key": 12345}, "eval_llm_api_key: Input should be a valid string, got an int (YAML reads unquoted"),
+    ({"temperature": "abc"}, "temperature: Input should be a valid number"),
+    ({"max_concurrency": 0}, "max_concurrency: Input should be greater than or equal to 1"),
 ])
 def test_judge_mistakes_fail_the_dry_run(tmp_path, overrides, fragment):
     config = make_project(tmp_path, reward=judge_entry(tmp_path, **overrides))
     message = assert_user_error(dry_run(tmp_path, config), str(config), "generic_llm_reward", fragment)
-    assert "sk-proj-Live123" not in message
+    assert "sk-proj-Live123" not in message and "12345" not in message and message.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------- secrets on the command line
