@@ -104,6 +104,18 @@ def test_settings_that_can_never_train_exit_2_before_torch(tmp_path, training, f
     assert "TORCH=False" in result.stdout
 
 
+@pytest.mark.parametrize("reward, fragment", [
+    ({"scaling_function": "clip", "scaling_kwargs": {"low": 1, "high": 0}},
+     "reward: scaling function 'clip': clip: low (1.0) is above high (0.0)"),
+    ({"scaling_function": "grpo_passk", "scaling_kwargs": {"norm_by_std": "no"}},
+     "reward: scaling function 'grpo_passk': norm_by_std: Input should be a valid boolean"),
+])
+def test_scaling_kwargs_the_function_refuses_fail_the_dry_run(tmp_path, reward, fragment):
+    config = make_project(tmp_path)
+    config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "reward": reward}))
+    assert_user_error(dry_run(tmp_path, config), str(config), fragment)
+
+
 def test_zero_training_rows_fail_the_dry_run(tmp_path):
     config = make_project(tmp_path)
     result = dry_run(tmp_path, config, "--set", "datasets.0.percentage=0")

@@ -108,8 +108,17 @@ def get_scaling_function(name: str) -> ScalingFunction:
 
 
 def check_scaling_kwargs(name: str, kwargs: dict[str, Any]) -> None:
-    """Raise TypeError naming the scaling function when `kwargs` do not fit it (call before the model loads)."""
-    signature = inspect.signature(get_scaling_function(name))
+    """Check `kwargs` for the scaling function `name` before the model loads, naming the function.
+
+    TypeError: a name it does not accept. ValueError: a value it refuses. The function itself runs on an
+    empty batch with `kwargs`, so its own checks (clip's low <= high, eps >= 0) are the ones applied, after
+    each value is checked against its annotation (strictly: nothing is converted, so what passes here is
+    what the run passes it).
+    """
+    from .reward_registry import typed_arguments
+
+    function = get_scaling_function(name)
+    signature = inspect.signature(function)
     try:
         signature.bind([], [], **kwargs)
     except TypeError as error:
@@ -117,6 +126,10 @@ def check_scaling_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         raise TypeError(
             f"scaling function '{name}': {error}; it accepts: {', '.join(accepted) or 'no arguments'}"
         ) from None
+    try:
+        typed_arguments(function, strict=True)([], [], **kwargs)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"scaling function '{name}': {error}") from None
 
 
 # ------------------------------------------------------------------------------------------ combination

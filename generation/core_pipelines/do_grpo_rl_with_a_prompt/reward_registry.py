@@ -79,19 +79,19 @@ class RewardArgumentError(UserInputError, ValueError):
 Initializer = TypeVar("Initializer", bound=Callable[..., Any])
 
 
-def typed_arguments(initializer: Initializer) -> Initializer:
+def typed_arguments(initializer: Initializer, strict: bool = False) -> Initializer:
     """Decorator: validate and convert the initializer's arguments with pydantic's validate_call.
 
     A value of the wrong type raises RewardArgumentError naming each argument at fault, e.g.
     "eval_llm_api_key: Input should be a valid string, got an int (quote it in YAML: '...')"; the values of
-    secret arguments are never shown.
+    secret arguments are never shown. strict: nothing is converted ("false" is not a bool, "1e-6" not a float).
     """
 
     @functools.cache
     def validated() -> Callable[..., Any]:  # built at the first call: annotations may name what follows it
         from pydantic import ConfigDict, validate_call
 
-        return validate_call(config=ConfigDict(arbitrary_types_allowed=True))(initializer)
+        return validate_call(config=ConfigDict(arbitrary_types_allowed=True, strict=strict))(initializer)
 
     @functools.wraps(initializer)
     def checked(*args: Any, **kwargs: Any) -> Any:
@@ -119,4 +119,14 @@ def _describe_argument_error(item: dict) -> str:
     hint = ""
     if item["type"] == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
         hint = " (YAML reads unquoted digits as a number: quote the value, e.g. '0123', to keep it as text)"
+    elif item["type"] in ("float_type", "int_type") and isinstance(value, str) and _reads_as_number(value):
+        hint = " (a quoted number, or YAML's reading of 1e-6 as text: write it unquoted, with a dot: 1.0e-6)"
     return f"{location}: {item['msg']}, {got}{hint}"
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -110,7 +110,7 @@ def check_reward_settings(config: GRPOPipelineConfig) -> None:
     try:
         get_combination_function(reward.combination_function)
         check_scaling_kwargs(reward.scaling_function, reward.scaling_kwargs)
-    except (UnknownNameError, TypeError) as error:
+    except (UnknownNameError, TypeError, ValueError) as error:
         raise UserInputError(f"reward: {error}") from None
     effective_scale_rewards(config)  # raises on a conflicting scale_rewards
     aggregation = (config.training_parameters.model_extra or {}).get("multi_objective_aggregation")
