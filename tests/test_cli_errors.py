@@ -160,11 +160,30 @@ def test_bad_set_arguments(tmp_path, override, fragment):
      "pipeline_order[0].node: expected a node name"),
     ({"pipeline_order": [{"node": "grpo-rl-pipeline", "config": "config.yaml", "parameters": [1]}]},
      "pipeline_order[0].parameters: expected a mapping"),
+    # a run setting beside node/config, or among the node's parameters: exit 2 naming it and what belongs there
+    ({"pipeline_order": [{"node": "grpo-rl-pipeline", "config": "config.yaml", "max_steps": 5}]},
+     "pipeline_order[0]: unknown key(s) ['max_steps']; a step holds node, config and optionally parameters"),
+    ({"pipeline_order": [{"node": "grpo-rl-pipeline", "config": "config.yaml", "parameters": {"max_steps": 5}}]},
+     "pipeline_order[0].parameters: node 'grpo-rl-pipeline' takes no 'max_steps'; its parameters: base_dir "
+     "(settings of the run, such as training_parameters.max_steps, go in its config file or --set)"),
 ])
 def test_super_config_of_the_wrong_shape(tmp_path, super_config, fragment):
     path = tmp_path / "super.yaml"
     path.write_text(yaml.safe_dump(super_config))
     assert_user_error(run_cli(tmp_path, "--super-config", str(path), "--dry-run"), str(path), fragment)
+
+
+def test_a_super_config_steps_parameters_reach_its_node(tmp_path):
+    # parameters: {base_dir: data}: the config's relative paths (rows.jsonl, output_dir) resolve in data/
+    (tmp_path / "data").mkdir()
+    config = make_project(tmp_path / "data")
+    path = tmp_path / "super.yaml"
+    for parameters, status in (({"base_dir": str(tmp_path / "data")}, 0), ({}, 2)):
+        path.write_text(yaml.safe_dump({"pipeline_order": [
+            {"node": "grpo-rl-pipeline", "config": str(config), "parameters": parameters}]}))
+        result = run_cli(tmp_path, "--super-config", str(path), "--dry-run")
+        assert result.returncode == status, result.stderr[-2000:]
+    assert "rows.jsonl" in result.stderr  # without base_dir the data file is looked for in the working directory
 
 
 def test_non_utf8_super_config(tmp_path):
