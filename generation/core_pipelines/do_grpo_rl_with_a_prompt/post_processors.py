@@ -108,13 +108,9 @@ def get_scaling_function(name: str) -> ScalingFunction:
 
 
 def check_scaling_kwargs(name: str, kwargs: dict[str, Any]) -> None:
-    """Check `kwargs` for the scaling function `name` before the model loads, naming the function.
-
-    TypeError: a name it does not accept. ValueError: a value it refuses. The function itself runs on an
-    empty batch with `kwargs`, so its own checks (clip's low <= high, eps >= 0) are the ones applied, after
-    each value is checked against its annotation (strictly: nothing is converted, so what passes here is
-    what the run passes it).
-    """
+    """Check `kwargs` for scaling function `name` before the model loads: TypeError for a name it does not
+    accept, ValueError for a value it refuses. It runs on an empty batch with them: its own checks (clip's
+    low <= high) apply, after its annotations (strictly: what passes is what the run passes it)."""
     from .reward_registry import typed_arguments
 
     function = get_scaling_function(name)
