@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import ConfigError  # noqa: E402
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.files import read_yaml  # noqa: E402
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.redaction import redact_argv  # noqa: E402
-from generation.nodes import DEFAULT_PATH_ALIASES, NODES, resolve_alias_path  # noqa: E402
+from generation.nodes import DEFAULT_PATH_ALIASES, NODES, check_node_parameters, resolve_alias_path  # noqa: E402
 from generation.errors import UserInputError  # noqa: E402
 from generation.registry import UnknownNameError  # noqa: E402
 from generation.sweep import expand_sweep, run_name_for  # noqa: E402
@@ -85,7 +85,9 @@ def planned_nodes(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
             raise ConfigError(f"{source}: pipeline_order[{index}]: expected a mapping with 'node' and 'config'")
         extra = sorted(set(entry) - {"node", "config", "parameters"})
         if extra:
-            raise ConfigError(f"{source}: pipeline_order[{index}]: unknown key(s) {extra}; valid: node, config, parameters")
+            raise ConfigError(f"{source}: pipeline_order[{index}]: unknown key(s) {extra}; a step holds node, config "
+                              "and optionally parameters (the node's own arguments); settings of the run, such as "
+                              "training_parameters.max_steps, go in its config file or --set")
         for key, kind, shape in (("node", str, "a node name"), ("config", str, "a config path"),
                                  ("parameters", (dict, type(None)), "a mapping")):
             if not isinstance(entry.get(key), kind):
@@ -95,6 +97,10 @@ def planned_nodes(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
             config_path = resolve_alias_path(str(entry["config"]), aliases, base)
         except (UnknownNameError, ValueError) as error:
             raise ConfigError(f"{source}: pipeline_order[{index}]: {error}") from None
+        try:
+            check_node_parameters(entry["node"], entry.get("parameters") or {})
+        except ValueError as error:
+            raise ConfigError(f"{source}: pipeline_order[{index}].parameters: {error}") from None
         plan.append((entry["node"], config_path, dict(entry.get("parameters") or {})))
     return plan
 

@@ -10,7 +10,8 @@ Inputs are run directories (their high_scoring_examples.jsonl) or JSONL files. F
 Examples scoring below --threshold on --score-key (default: the combined reward) are dropped; the same
 prompt + completion is kept once, with its highest score (--best-per-prompt: one completion per prompt).
 Malformed lines (a torn last line, missing fields) are skipped and counted. The output is written
-atomically. Exit status: 0 written, 1 no example passed (nothing written), 2 bad input.
+atomically, and never over one of the inputs. Exit status: 0 written, 1 no example passed (nothing
+written), 2 bad input (nothing written: a missing input, an output that is an input, --threshold nan).
 """
 
 from __future__ import annotations
@@ -181,7 +182,13 @@ def export_high_scoring(
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
+    if threshold is not None and math.isnan(threshold):
+        raise ExportError("--threshold nan compares false with every score, so it would keep every example: give a number")
     report = ExportReport(output=writable_file(output), format=fmt, files=input_files(inputs))
+    for path in report.files:
+        if _same_file(path, report.output):
+            raise ExportError(f"the output {report.output} is the input {path}: writing it would replace those records "
+                              "(a run's scores, steps and datasets); choose another output file")
     kept: dict[str, Example] = {}  # dedup key -> best example so far, in first-seen order
     for path in report.files:
         for line in read_utf8(path).splitlines():
@@ -217,6 +224,11 @@ def export_high_scoring(
         except OSError as error:
             raise ExportError(f"cannot write {report.output}: {error.strerror or error}") from None
     return report
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same file, by path (links resolved) or, when both exist, by inode (a hard link)."""
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
 
 
 def _rank(example: Example) -> float:

@@ -1,18 +1,30 @@
 """`python run_augmentoolkit.py --num-processes N [--distributed NAME]`: N local processes through accelerate.
 
-The shortcut builds and runs the `accelerate launch` command a user could type themselves (it is printed),
+The shortcut builds and runs the `accelerate launch` command a user could type themselves (it is printed, with
+the values of secret keys given by --set / --sweep as ***),
 with one of the templates in accelerate_configs/ (ddp, zero2, zero3_offload, fsdp) or any accelerate config
 file. On a machine without CUDA the processes talk over gloo on the CPU (DDP only). Several machines: run
 `accelerate launch` yourself on each (README, "Several GPUs and machines").
 
 The child processes' exit status is handed back through a small file, so a config error in the children
 still exits 2, a Ctrl-C 130, and so on, instead of torchrun's generic failure.
+
+Signals: accelerate runs in a session of its own, and the SIGINT, SIGTERM or SIGHUP this launcher gets (a
+Ctrl-C in the terminal, `kill PID`, a scheduler, `docker stop`) is passed on to it; torchrun's agent hands
+it to every rank, which finishes its step, saves a checkpoint and exits 130 / 143, and the launcher returns
+after them. A scheduler that signals every process reaches each rank twice (directly and through the
+agent): the second SIGTERM changes nothing (lifecycle.py).
+The agent waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds for the ranks before it kills them: 600 unless set
+(torch's default, 30, is short for a step and a checkpoint of a large model; a torch without that
+variable always waits 30).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +33,7 @@ from typing import Optional, Sequence
 
 import yaml
 
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.redaction import redact_argv
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.distributed import cuda_available, is_main_process
 from generation.errors import UserInputError
 
@@ -28,6 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES_DIR = ROOT / "accelerate_configs"
 STATUS_FILE_ENV = "GRPO_LAUNCH_STATUS_FILE"
 NEEDS_CUDA = {"DEEPSPEED": "DeepSpeed", "FSDP": "FSDP"}
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
+DEFAULT_SHUTDOWN_TIMEOUT_S = 600
 
 
 def template_names() -> list[str]:
@@ -90,18 +106,53 @@ def launch_processes(num_processes: int, distributed: Optional[str], script: Pat
     config_file = resolve_accelerate_config(distributed)
     check_accelerate_config(config_file, has_cuda)
     command = accelerate_launch_command(num_processes, config_file, script, script_args)
-    print("launching:", " ".join(command[2:] if command[1] == "-m" else command), flush=True)
-    with tempfile.TemporaryDirectory(prefix="grpo-launch-") as folder:
+    print("launching:", " ".join(redact_argv(command[2:])), flush=True)  # logs keep it: no API key in it
+    with tempfile.TemporaryDirectory(prefix="grpo-launch-") as folder, forwarding_signals() as forward:
         status_file = Path(folder) / "status"
-        environment = {**os.environ, STATUS_FILE_ENV: str(status_file)}
-        process = subprocess.Popen(command, env=environment)
-        while process.poll() is None:
-            try:
-                process.wait()
-            except KeyboardInterrupt:
-                pass  # the launcher got the same Ctrl-C: it stops the ranks, which save a checkpoint first
+        environment = {SHUTDOWN_TIMEOUT_ENV: str(DEFAULT_SHUTDOWN_TIMEOUT_S), **os.environ,
+                       STATUS_FILE_ENV: str(status_file)}
+        # a session of its own: a signal to our whole process group reaches accelerate once, through us
+        process = forward.to(subprocess.Popen(command, env=environment, start_new_session=True))
+        process.wait()
         recorded = status_file.read_text().strip() if status_file.is_file() else ""
-        return int(recorded) if recorded.isdigit() else (process.returncode or 0)
+        if recorded.isdigit():
+            return int(recorded)
+        return 128 + forward.received[0] if forward.received else (process.returncode or 0)
+
+
+class SignalForwarder:
+    """Passes the signals this process gets on to one child process (kept until it has one)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.process: Optional[subprocess.Popen] = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        self._send(signum)
+
+    def to(self, process: subprocess.Popen) -> subprocess.Popen:
+        self.process = process
+        for signum in self.received:  # one that came while the child was being started
+            self._send(signum)
+        return process
+
+    def _send(self, signum: int) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+
+
+@contextlib.contextmanager
+def forwarding_signals():
+    """A SignalForwarder handling SIGINT, SIGTERM and SIGHUP for the duration (the old handlers come back)."""
+    forwarder = SignalForwarder()
+    previous = {signum: signal.signal(signum, forwarder) for signum in FORWARDED_SIGNALS}
+    try:
+        yield forwarder
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def record_exit_status(status: int) -> None:

@@ -104,6 +104,18 @@ def test_settings_that_can_never_train_exit_2_before_torch(tmp_path, training, f
     assert "TORCH=False" in result.stdout
 
 
+@pytest.mark.parametrize("reward, fragment", [
+    ({"scaling_function": "clip", "scaling_kwargs": {"low": 1, "high": 0}},
+     "reward: scaling function 'clip': clip: low (1.0) is above high (0.0)"),
+    ({"scaling_function": "grpo_passk", "scaling_kwargs": {"norm_by_std": "no"}},
+     "reward: scaling function 'grpo_passk': norm_by_std: Input should be a valid boolean"),
+])
+def test_scaling_kwargs_the_function_refuses_fail_the_dry_run(tmp_path, reward, fragment):
+    config = make_project(tmp_path)
+    config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "reward": reward}))
+    assert_user_error(dry_run(tmp_path, config), str(config), fragment)
+
+
 def test_zero_training_rows_fail_the_dry_run(tmp_path):
     config = make_project(tmp_path)
     result = dry_run(tmp_path, config, "--set", "datasets.0.percentage=0")
@@ -148,11 +160,30 @@ def test_bad_set_arguments(tmp_path, override, fragment):
      "pipeline_order[0].node: expected a node name"),
     ({"pipeline_order": [{"node": "grpo-rl-pipeline", "config": "config.yaml", "parameters": [1]}]},
      "pipeline_order[0].parameters: expected a mapping"),
+    # a run setting beside node/config, or among the node's parameters: exit 2 naming it and what belongs there
+    ({"pipeline_order": [{"node": "grpo-rl-pipeline", "config": "config.yaml", "max_steps": 5}]},
+     "pipeline_order[0]: unknown key(s) ['max_steps']; a step holds node, config and optionally parameters"),
+    ({"pipeline_order": [{"node": "grpo-rl-pipeline", "config": "config.yaml", "parameters": {"max_steps": 5}}]},
+     "pipeline_order[0].parameters: node 'grpo-rl-pipeline' takes no 'max_steps'; its parameters: base_dir "
+     "(settings of the run, such as training_parameters.max_steps, go in its config file or --set)"),
 ])
 def test_super_config_of_the_wrong_shape(tmp_path, super_config, fragment):
     path = tmp_path / "super.yaml"
     path.write_text(yaml.safe_dump(super_config))
     assert_user_error(run_cli(tmp_path, "--super-config", str(path), "--dry-run"), str(path), fragment)
+
+
+def test_a_super_config_steps_parameters_reach_its_node(tmp_path):
+    # parameters: {base_dir: data}: the config's relative paths (rows.jsonl, output_dir) resolve in data/
+    (tmp_path / "data").mkdir()
+    config = make_project(tmp_path / "data")
+    path = tmp_path / "super.yaml"
+    for parameters, status in (({"base_dir": str(tmp_path / "data")}, 0), ({}, 2)):
+        path.write_text(yaml.safe_dump({"pipeline_order": [
+            {"node": "grpo-rl-pipeline", "config": str(config), "parameters": parameters}]}))
+        result = run_cli(tmp_path, "--super-config", str(path), "--dry-run")
+        assert result.returncode == status, result.stderr[-2000:]
+    assert "rows.jsonl" in result.stderr  # without base_dir the data file is looked for in the working directory
 
 
 def test_non_utf8_super_config(tmp_path):
@@ -182,10 +213,15 @@ def judge_entry(tmp_path: Path, **overrides) -> dict:
     ({"eval_llm_base_url": "http://127.0.0.1:99999/v1"}, "not a usable URL (Port out of range"),
     ({"eval_llm_base_url": "local:no-such/judge-model"}, "'no-such/judge-model' is not in the local Hugging Face cache"),
     ({"eval_llm_api_key": "sk-one sk-two"}, "contains spaces or control characters inside it"),
+    ({"eval_llm_api_key_env": "sk-proj-Live123"}, "does not look like a variable name (is it the key itself?)"),
+    ({"eval_llm_api_key": 12345}, "eval_llm_api_key: Input should be a valid string, got an int (YAML reads unquoted"),
+    ({"temperature": "abc"}, "temperature: Input should be a valid number"),
+    ({"max_concurrency": 0}, "max_concurrency: Input should be greater than or equal to 1"),
 ])
 def test_judge_mistakes_fail_the_dry_run(tmp_path, overrides, fragment):
     config = make_project(tmp_path, reward=judge_entry(tmp_path, **overrides))
-    assert_user_error(dry_run(tmp_path, config), str(config), "generic_llm_reward", fragment)
+    message = assert_user_error(dry_run(tmp_path, config), str(config), "generic_llm_reward", fragment)
+    assert "sk-proj-Live123" not in message and "12345" not in message and message.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------- secrets on the command line

@@ -318,3 +318,85 @@ def test_ctrl_c_of_a_launch_stops_every_rank_with_a_checkpoint(tmp_path, tiny_mo
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (run / "checkpoints" / f"checkpoint-{saved[-1]}").iterdir()}
     assert not (run / "final").exists()
     assert [b["step"] for b in jsonl(run / "batches.jsonl")] == list(range(1, saved[-1] + 1))
+
+
+def test_the_printed_launch_command_masks_a_key_given_with_set(tmp_path):
+    from test_cli_errors import judge_entry, make_project
+
+    secret = "sk-live-on-the-command-line-456"
+    config = make_project(tmp_path, reward=judge_entry(tmp_path))
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run_augmentoolkit.py"), "--num-processes", str(PROCESSES), *node_args(config),
+         "--set", f"datasets.0.reward_funcs.0.eval_llm_api_key={secret}", "--dry-run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    launching = next(line for line in completed.stdout.splitlines() if line.startswith("launching:"))
+    assert "--set datasets.0.reward_funcs.0.eval_llm_api_key=***" in launching
+    assert secret not in output  # nor anything the ranks print
+
+
+def processes_running_with(text: str) -> list[str]:
+    """Command lines of the live processes that mention `text` (a test's own config path)."""
+    import psutil
+
+    found = []
+    for member in psutil.process_iter(["cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if member.info["status"] != psutil.STATUS_ZOMBIE and text in " ".join(member.info["cmdline"] or []):
+                found.append(" ".join(member.info["cmdline"]))
+    return found
+
+
+def slow_judge_config(tmp_path: Path, model_dir: Path, base_url: str, **training) -> Path:
+    """distributed_config whose steps wait on a judge (1 call at a time per rank), so a step takes seconds."""
+    (tmp_path / "prompt.yaml").write_text(yaml.safe_dump([
+        {"role": "user", "content": "Answer:\n{output_text}\nGrade as <quality>N</quality>."}]))
+    path = distributed_config(tmp_path, model_dir, **training)
+    config = yaml.safe_load(path.read_text())
+    config["datasets"][0]["reward_funcs"] = [{
+        "name": "generic_llm_reward", "system_prompt_path": str(tmp_path / "prompt.yaml"),
+        "eval_llm_name": "loopback-judge", "eval_llm_base_url": base_url, "eval_llm_api_key": "sk-loopback",
+        "cache": False, "max_concurrency": 2, "timeout": 30,
+        "score_types": [{"name": "quality", "type": "score", "min": 1, "max": 10}],
+    }]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("to", ["the launcher", "every process"])
+def test_sigterm_stops_every_rank_with_a_checkpoint(tmp_path, tiny_model_dir, to):
+    """`kill PID` (docker stop, a process manager) signals the launcher alone; Slurm's scancel or systemd
+    signal every process, so a rank gets it twice (directly and from the agent), and so does the agent."""
+    import psutil
+
+    with JudgeServer(by_response(lambda text: {"quality": 1 + len(text) % 10}), latency=0.5) as server:
+        config = slow_judge_config(tmp_path, tiny_model_dir, server.base_url, max_steps=100, save_steps=50)
+        process = launch(num_processes(config))
+        run = tmp_path / "run"
+        deadline = time.monotonic() + 300
+        while not (run / "batches.jsonl").exists() or len(jsonl(run / "batches.jsonl")) < 1:
+            assert process.poll() is None and time.monotonic() < deadline, "the run did not get going"
+            time.sleep(0.2)
+        launcher = psutil.Process(process.pid)
+        launcher.send_signal(signal.SIGTERM)
+        if to == "every process":  # a moment later, inside the step (4 judge calls of 0.5 s on each rank)
+            family = launcher.children(recursive=True)
+            time.sleep(0.7)
+            for member in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=200)
+        except subprocess.TimeoutExpired:
+            kill_9_with_every_descendant(process)
+            raise
+    assert process.returncode == 143, output[-3000:]
+    assert processes_running_with(str(config)) == []  # no rank, no accelerate left training on its own
+    saved = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("checkpoint-*"))
+    assert saved and saved[-1] < 50, saved  # the checkpoint the signal asked for, not a periodic one
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (run / "checkpoints" / f"checkpoint-{saved[-1]}").iterdir()}
+    assert not (run / "final").exists()
+    assert json.loads((run / "summary.json").read_text())["exit_status"] == 143
+    assert [b["step"] for b in jsonl(run / "batches.jsonl")] == list(range(1, saved[-1] + 1))

@@ -140,3 +140,23 @@ def test_script_runs_from_repo_root(run_dir, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(read(out)) == 4
+
+
+@pytest.mark.parametrize("output", ["run/high_scoring_examples.jsonl", "run/./high_scoring_examples.jsonl",
+                                    "link.jsonl", "hardlink.jsonl"])
+def test_the_output_may_not_be_one_of_the_inputs(run_dir, tmp_path, output):
+    (tmp_path / "link.jsonl").symlink_to(run_dir / "high_scoring_examples.jsonl")
+    (tmp_path / "hardlink.jsonl").hardlink_to(run_dir / "high_scoring_examples.jsonl")
+    before = (run_dir / "high_scoring_examples.jsonl").read_bytes()
+    done = subprocess.run([sys.executable, "cli_utils/export_high_scoring.py", str(run_dir), "-o", str(tmp_path / output)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: the output ") and "is the input" in done.stderr and "Traceback" not in done.stderr
+    assert (run_dir / "high_scoring_examples.jsonl").read_bytes() == before  # the run's records untouched
+
+
+def test_a_nan_threshold_is_refused(run_dir, tmp_path, capsys):
+    out = tmp_path / "nan.jsonl"
+    assert main([str(run_dir), "--output", str(out), "--threshold", "nan"]) == 2
+    assert "--threshold nan" in capsys.readouterr().err
+    assert not out.exists()

@@ -16,6 +16,7 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.registry import 
     REWARD_FUNCTIONS,
     check_initializer_kwargs,
 )
+from generation.errors import UserInputError
 from judge_server import (
     JudgeServer,
     Reply,
@@ -343,11 +344,12 @@ class TestKeysAndLoops:
 class TestStartUpErrors:
     @pytest.mark.parametrize("kwargs, message", [
         (dict(eval_llm_base_url=None), "set eval_llm_name and eval_llm_base_url"),
-        (dict(aggregate="mean"), "aggregate must be one of"),
-        (dict(score_mode="probs"), "score_mode must be one of"),
-        (dict(judge_mode="pairwise"), "judge_mode must be one of"),
+        (dict(aggregate="mean"), "aggregate: Input should be 'weighted_mean' or 'sum', got str 'mean'"),
+        (dict(score_mode="probs"), "score_mode: Input should be 'text' or 'logprobs'"),
+        (dict(judge_mode="pairwise"), "judge_mode: Input should be 'single' or 'groupwise'"),
         (dict(eval_llm_mode="cohere"), "eval_llm_mode 'cohere' is not supported"),
-        (dict(max_concurrency=0), "max_concurrency >= 1"),
+        (dict(max_concurrency=0), "max_concurrency: Input should be greater than or equal to 1, got int 0"),
+        (dict(max_failure_share=1.5), "max_failure_share: Input should be less than or equal to 1"),
         (dict(score_types=[{"name": "x", "type": "score"}]), "min < max"),
         (dict(system_prompt_path="missing.yaml"), "judge prompt file not found"),
     ])
@@ -357,8 +359,34 @@ class TestStartUpErrors:
                        eval_llm_base_url="http://127.0.0.1:9/v1",
                        score_types=[{"name": "helpfulness", "type": "score", "min": 1, "max": 10}])
         options.update(kwargs)
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(UserInputError, match=message):
             generic_llm_reward(**options)
+
+    @pytest.mark.parametrize("kwargs, message", [
+        (dict(eval_llm_api_key=12345), "eval_llm_api_key: Input should be a valid string, got an int (YAML reads "
+                                       "unquoted digits as a number: quote the value"),
+        (dict(eval_llm_api_key=["sk-a", "sk-b"]), "eval_llm_api_key: Input should be a valid string, got a list"),
+        (dict(eval_llm_api_key_env=5), "eval_llm_api_key_env: Input should be a valid string, got int 5"),
+        (dict(temperature="abc"), "temperature: Input should be a valid number, unable to parse string as a number, "
+                                  "got str 'abc'"),
+        (dict(fallback_score="abc"), "fallback_score: Input should be a valid number"),
+        (dict(cot_start=5), "cot_start: Input should be a valid string, got int 5"),
+        (dict(metric_name=[1]), "metric_name: Input should be a valid string, got list [1]"),
+        (dict(cache="maybe"), "cache: Input should be a valid boolean"),
+        (dict(score_types="quality"), "score_types: Input should be a valid list"),
+    ])
+    def test_argument_types_are_checked_when_the_run_starts(self, tmp_path, kwargs, message):
+        options = TestConfigTimeChecks().options(tmp_path)
+        options.update(kwargs)
+        with pytest.raises(UserInputError) as error:
+            generic_llm_reward(**options)
+        assert str(error.value).startswith(message), str(error.value)
+        assert "\n" not in str(error.value) and "12345" not in str(error.value)  # one line; a key never shown
+
+    @pytest.mark.parametrize("written, cached", [("false", False), ("no", False), ("off", False), ("true", True)])
+    def test_a_quoted_boolean_reads_as_that_boolean(self, tmp_path, written, cached):
+        options = TestConfigTimeChecks().options(tmp_path)
+        assert (generic_llm_reward(**{**options, "cache": written}).cache_path is not None) is cached
 
     def test_registered_and_async(self):
         import inspect
@@ -412,6 +440,20 @@ class TestConfigTimeChecks:
             rewards, _ = run(generic_llm_reward(**options), ["four"])
         assert rewards == [pytest.approx(8 / 9)]
         assert server.headers[0]["authorization"] == "Bearer sk-from-a-file"
+
+    @pytest.mark.parametrize("key", ["sk-proj-AbC123xyz", "gsk_live key", "12345"])
+    def test_a_key_given_as_the_variable_name_is_refused_without_echoing_it(self, tmp_path, key):
+        with pytest.raises(ConfigError, match="eval_llm_api_key_env must name an environment variable") as error:
+            generic_llm_reward(**self.options(tmp_path, eval_llm_api_key_env=key))
+        assert key not in str(error.value) and "is it the key itself?" in str(error.value)
+
+    def test_an_unset_variable_is_named_only_when_it_looks_like_a_variable_name(self, tmp_path):
+        with pytest.raises(ConfigError, match="names JUDGE_UNSET_KEY, which is not set"):
+            generic_llm_reward(**self.options(tmp_path, eval_llm_api_key_env="JUDGE_UNSET_KEY"))
+        key = "gsk_8fJx2LmQ9vTz"  # a key that is also a valid variable name
+        with pytest.raises(ConfigError, match="its name is not shown: it may be the key itself") as error:
+            generic_llm_reward(**self.options(tmp_path, eval_llm_api_key_env=key))
+        assert key not in str(error.value)
 
     def test_a_blank_key_variable_is_refused(self, tmp_path, monkeypatch):
         monkeypatch.setenv("JUDGE_KEY", " \n")

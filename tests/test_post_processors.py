@@ -189,3 +189,16 @@ class TestScalingKwargs:
             pp.check_scaling_kwargs("identity", {"low": 0.0})
         with pytest.raises(TypeError, match="it accepts: low, high"):
             pp.check_scaling_kwargs("clip", {"lo": 0.0})
+
+    @pytest.mark.parametrize("name, kwargs, message", [
+        ("clip", {"low": 1, "high": 0}, r"scaling function 'clip': clip: low \(1.0\) is above high \(0.0\)"),
+        ("group_standardize", {"eps": -1.0}, "group_standardize: eps must not be negative"),
+        ("clip", {"low": "abc"}, "scaling function 'clip': low: Input should be a valid number, got str 'abc'"),
+        ("grpo", {"eps": "1e-6"}, r"eps: Input should be a valid number, got str '1e-6' \(.*write it unquoted, "
+                                  r"with a dot: 1.0e-6\)"),
+        ("grpo_passk", {"norm_by_std": "false"}, "norm_by_std: Input should be a valid boolean"),  # "false" is truthy
+    ])
+    def test_values_the_function_itself_refuses_are_found_before_the_run(self, name, kwargs, message):
+        # the function's own checks (and its annotations) are what the dry run applies: no copy of them
+        with pytest.raises(ValueError, match=message):
+            pp.check_scaling_kwargs(name, kwargs)

@@ -162,6 +162,15 @@ def test_kl_loss_types_trl_cannot_compute_are_refused():
         kl_config(kl_loss_type="low_var_kl", use_bias_correction_kl=True)
 
 
+@pytest.mark.parametrize("weight", [{}, {"beta": 0.0}, {"kl_loss_coef": 0}])
+def test_kl_loss_type_without_a_kl_weight_is_refused_naming_both_keys(weight):
+    # TRL's default beta is 0.0: no KL term and no `kl` metric, so the estimator named would do nothing
+    with pytest.raises(UserInputError, match="training_parameters: kl_loss_type 'low_var_kl' has no effect without "
+                                             "a KL weight: set beta \\(or its verl name kl_loss_coef\\) above 0"):
+        kl_config(kl_loss_type="low_var_kl", **weight)
+    assert kl_config(kl_loss_type="low_var_kl", kl_loss_coef=0.001).training_parameters.kl_loss_type == "low_var_kl"
+
+
 def test_our_arguments_use_transformers_current_names(tmp_path):
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import RunPaths
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.grpo_args import grpo_config_kwargs

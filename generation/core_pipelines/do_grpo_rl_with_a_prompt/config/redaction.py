@@ -9,7 +9,7 @@ from typing import Any
 def redact_secrets(value: Any) -> Any:
     """A copy of a config mapping with secrets (API keys, access tokens, passwords) replaced by '***'."""
     if isinstance(value, dict):
-        return {key: ("***" if _is_secret_key(key) and item and not isinstance(item, (int, float))
+        return {key: ("***" if is_secret_key(key) and item and not isinstance(item, (int, float))
                       else redact_secrets(item)) for key, item in value.items()}
     if isinstance(value, list):
         return [redact_secrets(item) for item in value]
@@ -24,7 +24,7 @@ def redact_argv(argv: list[str]) -> list[str]:
         if takes_value or (flag in ("--set", "--sweep") and eq):
             text = arg if takes_value else rest
             dotted, has_value, _ = text.partition("=")
-            if has_value and _is_secret_key(dotted.strip().split(".")[-1]):
+            if has_value and is_secret_key(dotted.strip().split(".")[-1]):
                 text = f"{dotted}=***"
             arg = text if takes_value else f"{flag}={text}"
         takes_value = arg in ("--set", "--sweep")
@@ -40,7 +40,7 @@ _NOT_SECRET_KEYS = {"score", "sort", "cache", "metric", "column", "answer", "pro
                     "group", "dict", "id", "reward", "dataset", "primary", "partition", "lookup", "hash"}  # field names
 
 
-def _is_secret_key(key: Any) -> bool:
+def is_secret_key(key: Any) -> bool:
     """api_key, apikey, openai_key, hf_token, access_token, *_secret, password, ... but not pad_token,
     price_per_prompt_token, max_tokens, score_key, or where a secret is kept (*_env, *_path, *_file)."""
     snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key)).lower()

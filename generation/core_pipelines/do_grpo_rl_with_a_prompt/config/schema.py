@@ -96,7 +96,8 @@ class TrainingParameters(Section):
     kl_loss_type: Optional[str] = Field(
         None, description="verl's KL estimator name, mapped onto TRL's (TRL computes the k3 estimator, weighted by "
         "beta): 'low_var_kl' / 'k3' = k3 as verl (use_bias_correction_kl false); 'low_var_kl+' / 'k3+' = k3 with "
-        "the unbiased gradient (TRL's default, use_bias_correction_kl true). null: TRL's default."
+        "the unbiased gradient (TRL's default, use_bias_correction_kl true). Needs beta (kl_loss_coef) above 0. "
+        "null: TRL's default."
     )
 
     @field_validator("kl_loss_type")
@@ -115,6 +116,11 @@ class TrainingParameters(Section):
         if self.kl_loss_type is not None and explicit is not None and bool(explicit) != KL_LOSS_TYPES[self.kl_loss_type]:
             raise ValueError(f"kl_loss_type '{self.kl_loss_type}' means use_bias_correction_kl "
                              f"{str(KL_LOSS_TYPES[self.kl_loss_type]).lower()}: remove one of the two")
+        extra = self.model_extra or {}
+        weight = extra.get("beta", extra.get("kl_loss_coef"))  # kl_loss_coef: verl's name, kept where TRL is absent
+        if self.kl_loss_type is not None and not weight:
+            raise ValueError(f"kl_loss_type '{self.kl_loss_type}' has no effect without a KL weight: set beta (or "
+                             f"its verl name kl_loss_coef) above 0, e.g. 0.001; TRL's default beta 0.0 computes no KL term")
         return self
 
     @model_validator(mode="before")

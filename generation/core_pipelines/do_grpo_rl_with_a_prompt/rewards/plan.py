@@ -95,7 +95,7 @@ def check_reward_settings(config: GRPOPipelineConfig) -> None:
     try:
         get_combination_function(reward.combination_function)
         check_scaling_kwargs(reward.scaling_function, reward.scaling_kwargs)
-    except (UnknownNameError, TypeError) as error:
+    except (UnknownNameError, TypeError, ValueError) as error:
         raise UserInputError(f"reward: {error}") from None
     aggregation = (config.training_parameters.model_extra or {}).get("multi_objective_aggregation")
     if aggregation == "normalize_then_sum" and getattr(get_scaling_function(reward.scaling_function), "normalizes_groups", False):

@@ -40,6 +40,8 @@ from typing import Any, Callable, Hashable, Optional, Sequence
 
 from generation.registry import Registry
 
+from .registry import typed_arguments
+
 Score = Optional[float]
 CombinationFunction = Callable[[Sequence[Score], Optional[Sequence[float]]], Score]
 ScalingFunction = Callable[..., list[Score]]
@@ -108,8 +110,11 @@ def get_scaling_function(name: str) -> ScalingFunction:
 
 
 def check_scaling_kwargs(name: str, kwargs: dict[str, Any]) -> None:
-    """Raise TypeError naming the scaling function when `kwargs` do not fit it (call before the model loads)."""
-    signature = inspect.signature(get_scaling_function(name))
+    """Check `kwargs` for scaling function `name` before the model loads: TypeError for a name it does not
+    accept, ValueError for a value it refuses. It runs on an empty batch with them: its own checks (clip's
+    low <= high) apply, after its annotations (strictly: what passes is what the run passes it)."""
+    function = get_scaling_function(name)
+    signature = inspect.signature(function)
     try:
         signature.bind([], [], **kwargs)
     except TypeError as error:
@@ -117,6 +122,10 @@ def check_scaling_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         raise TypeError(
             f"scaling function '{name}': {error}; it accepts: {', '.join(accepted) or 'no arguments'}"
         ) from None
+    try:
+        typed_arguments(function, strict=True)([], [], **kwargs)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"scaling function '{name}': {error}") from None
 
 
 # ------------------------------------------------------------------------------------------ combination

@@ -18,16 +18,25 @@ The returned reward is called as `reward(prompts, completions, **columns)` where
   accept `**columns` so that new columns never break your function.
 It returns N floats, or None where it has no opinion (that completion is left out of this reward).
 It may be `async def` (LLM judges are): all async rewards of a step run concurrently.
+
+An initializer decorated with `@typed_arguments` has its arguments checked against (and converted to) their
+annotations when it runs, i.e. at start-up and at --dry-run: `temperature: abc` or `metric_name: [1]` is a
+one-line error naming the argument, `cache: "false"` reads as false (pydantic's conversions).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
-from typing import Any, Awaitable, Callable, Sequence, Union
+from typing import Any, Awaitable, Callable, Sequence, TypeVar, Union
+
+from pydantic import ConfigDict, ValidationError, validate_call
 
 from generation.errors import UserInputError
 from generation.registry import Registry
+
+from ..config.redaction import is_secret_key
 
 RewardOutput = Union[Sequence[Union[float, None]], Awaitable[Sequence[Union[float, None]]]]
 RewardFunction = Callable[..., RewardOutput]
@@ -65,3 +74,57 @@ def check_initializer_kwargs(name: str, initializer: RewardInitializer, kwargs: 
         raise UserInputError(
             f"reward function '{name}': {error}; it accepts: {', '.join(accepted) or 'no arguments'}"
         ) from None
+
+
+class RewardArgumentError(UserInputError, ValueError):
+    """A reward initializer's argument that does not fit its annotation (the message is one line)."""
+
+
+Initializer = TypeVar("Initializer", bound=Callable[..., Any])
+
+
+def typed_arguments(initializer: Initializer, strict: bool = False) -> Initializer:
+    """Decorator: validate and convert the initializer's arguments with pydantic's validate_call.
+
+    A value of the wrong type raises RewardArgumentError naming each argument at fault, e.g.
+    "eval_llm_api_key: Input should be a valid string, got an int (quote it in YAML: '...')"; the values of
+    secret arguments are never shown. strict: nothing is converted ("false" is not a bool, "1e-6" not a float).
+    """
+
+    @functools.cache
+    def validated() -> Callable[..., Any]:  # built at the first call: annotations may name what follows it
+        return validate_call(config=ConfigDict(arbitrary_types_allowed=True, strict=strict))(initializer)
+
+    @functools.wraps(initializer)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return validated()(*args, **kwargs)
+        except ValidationError as error:
+            if error.title != initializer.__name__:  # raised inside the initializer: not about its arguments
+                raise
+            raise RewardArgumentError("; ".join(_describe_argument_error(item) for item in error.errors())) from None
+
+    return checked  # type: ignore[return-value]
+
+
+def _describe_argument_error(item: dict) -> str:
+    """'name: pydantic's message, got <value>' with a hint for numbers YAML read where text was meant."""
+    name = str(item["loc"][0]) if item["loc"] else "arguments"
+    location = ".".join(str(part) for part in item["loc"]) or name
+    value = item.get("input")
+    kind = type(value).__name__
+    got = f"got {'an' if kind[0] in 'aeiou' else 'a'} {kind}" if is_secret_key(name) else f"got {kind} {value!r:.80}"
+    hint = ""
+    if item["type"] == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        hint = " (YAML reads unquoted digits as a number: quote the value, e.g. '0123', to keep it as text)"
+    elif item["type"] in ("float_type", "int_type") and isinstance(value, str) and _reads_as_number(value):
+        hint = " (a quoted number, or YAML's reading of 1e-6 as text: write it unquoted, with a dot: 1.0e-6)"
+    return f"{location}: {item['msg']}, {got}{hint}"
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

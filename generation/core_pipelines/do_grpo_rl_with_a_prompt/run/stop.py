@@ -6,7 +6,7 @@ with the message and no final adapter; the command exits 1. Fix the cause and ru
 to resume.
 
 Ctrl-C / SIGTERM: the current step finishes, a checkpoint is saved, and the run exits (a second Ctrl-C stops at
-once). With num_iterations > 1 or steps_per_generation > 1 TRL reuses one generation round for several steps, so
+once; a second SIGTERM changes nothing: several processes may each get it twice). With num_iterations > 1 or steps_per_generation > 1 TRL reuses one generation round for several steps, so
 the stop waits for the next round boundary (a checkpoint inside a round could not be resumed exactly); with
 several processes every rank stops at the same step.
 
@@ -58,8 +58,10 @@ def make_stop_callback(round_steps: int = 1) -> Any:
                     pass
 
         def _request_stop(self, signum, frame):
-            if self.stop_requested:  # a second Ctrl-C: stop now
-                raise KeyboardInterrupt
+            if self.stop_requested:
+                if signum == signal.SIGINT:  # a second Ctrl-C: stop now
+                    raise KeyboardInterrupt
+                return  # SIGTERM again: a scheduler signals every process, and the launcher's agent once more
             self.stop_requested = signal.Signals(signum).name
             print(f"\n{self.stop_requested}: finishing this step, saving a checkpoint, then stopping "
                   "(press Ctrl-C again to stop at once)")

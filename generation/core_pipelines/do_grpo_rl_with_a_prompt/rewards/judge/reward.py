@@ -14,12 +14,14 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Annotated, Any, Literal, Optional, Sequence, Union
 from urllib.parse import urlsplit
+
+from pydantic import Field
 
 from ...config.schema import ConfigError
 from ...distributed import world_size
-from ..registry import register_reward_function
+from ..registry import register_reward_function, typed_arguments
 from ..reasoning_text import passes_cot_format, strip_reasoning
 from .cache import DEFAULT_CACHE_PATH, JudgeCache, open_cache
 from .client import CallOutcome, JudgeRequest, Limits, get_client, register_secret
@@ -31,10 +33,12 @@ from .stats import FailureWatch, StepStats, log_step
 logger = logging.getLogger(__name__)
 
 RESERVED_TAG = re.compile(r"think|response_\d+", re.I)  # tags the parser reads as the judge's own structure
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what eval_llm_api_key_env may hold
 SEED_MODES = (None, "api")  # the seed's EngineWrapper mode; only the OpenAI-compatible API is spoken here
 
 
 @register_reward_function("generic_llm_reward")
+@typed_arguments  # every argument's type checked at start-up (--dry-run): one line naming it
 def generic_llm_reward(
     system_prompt_path: str,
     score_types: list[dict],
@@ -56,16 +60,16 @@ def generic_llm_reward(
     score_mode: Literal["text", "logprobs"] = "text",
     top_logprobs: int = 10,
     judge_mode: Literal["single", "groupwise"] = "single",
-    max_concurrency: int = 16,
+    max_concurrency: Annotated[int, Field(ge=1)] = 16,
     requests_per_minute: Optional[float] = None,
     tokens_per_minute: Optional[float] = None,
-    timeout: float = 120.0,
-    max_retries: int = 5,
+    timeout: Annotated[float, Field(gt=0)] = 120.0,
+    max_retries: Annotated[int, Field(ge=0)] = 5,
     cache: bool = True,
     cache_path: Optional[str] = None,
     price_per_prompt_token: Optional[float] = None,
     price_per_completion_token: Optional[float] = None,
-    max_failure_share: float = 0.5,
+    max_failure_share: Annotated[float, Field(ge=0, le=1)] = 0.5,
     max_failed_steps: Optional[int] = 5,
     metric_name: str = "generic_llm_reward",
 ) -> "LLMJudgeReward":
@@ -84,17 +88,11 @@ def generic_llm_reward(
     format_fail_score without a judge call. Throughput: max_concurrency, requests_per_minute,
     tokens_per_minute (per endpoint), timeout (seconds per call), max_retries. cache / cache_path: sqlite
     cache of answers. price_per_*_token: log judge/<metric_name>/cost.
+    Types and ranges are checked by @typed_arguments: `cache: "false"` (or "no", "off", 0) reads as false;
+    a number where text is expected (an unquoted numeric key) is an error, not converted.
     """
     if eval_llm_mode not in SEED_MODES:
         raise ConfigError(f"{metric_name}: eval_llm_mode {eval_llm_mode!r} is not supported; use 'api' or leave it out")
-    for key, value, allowed in (("aggregate", aggregate, ("weighted_mean", "sum")),
-                                ("score_mode", score_mode, ("text", "logprobs")),
-                                ("judge_mode", judge_mode, ("single", "groupwise"))):
-        if value not in allowed:
-            raise ConfigError(f"{metric_name}: {key} must be one of {allowed}, got {value!r}")
-    if max_concurrency < 1 or timeout <= 0 or max_retries < 0 or not 0 <= max_failure_share <= 1:
-        raise ConfigError(f"{metric_name}: need max_concurrency >= 1, timeout > 0, max_retries >= 0, "
-                          "0 <= max_failure_share <= 1")
     try:
         criteria = criteria_from_config(score_types)
     except ValueError as error:
@@ -193,9 +191,14 @@ def _api_key(name: str, env: Optional[str], literal: Optional[str]) -> Optional[
     """The judge's key: from the environment variable `env` (preferred) or the literal, surrounding whitespace
     stripped (a trailing newline from `echo` or a file would make every call fail as a connection error)."""
     if env:
+        if not ENV_NAME.fullmatch(env):  # the key itself put here: never echo it
+            raise ConfigError(f"{name}: eval_llm_api_key_env must name an environment variable (letters, digits, _), "
+                              "and its value does not look like a variable name (is it the key itself?): put a "
+                              "literal key in eval_llm_api_key, or its variable's name in eval_llm_api_key_env")
         value = (os.environ.get(env) or "").strip()
-        if not value:
-            raise ConfigError(f"{name}: eval_llm_api_key_env names {env}, which is not set (or blank) in the environment")
+        if not value:  # named only when it looks like a variable's name (OPENAI_API_KEY), not a key (gsk_8fJx...)
+            named = env if env.isupper() else "a variable (its name is not shown: it may be the key itself)"
+            raise ConfigError(f"{name}: eval_llm_api_key_env names {named}, which is not set (or blank) in the environment")
         where = f"the environment variable {env}"
     else:
         value, where = (literal or "").strip(), "eval_llm_api_key"
