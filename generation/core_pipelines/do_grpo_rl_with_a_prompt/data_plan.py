@@ -1,21 +1,22 @@
 """The data part of the run plan: counts, how each dataset's rows were read, one sample, and warnings.
 
 For each dataset the plan shows its layout (auto-detected or configured), the columns renamed because TRL
-or this node passes a reward argument of that name, and one sampled prompt (shortened) with its reference
-answer, so that a user sees what the model will be asked and what rewards compare against. A dataset
-whose reference answers are all empty while one of its rewards reads `answer` gets a warning.
+or this node passes a reward argument of that name, the columns each reward reads (reward_columns.py),
+the rows that carry images (trained as text only) and the fields left out (values that are not JSON), and
+one sampled prompt (shortened) with its reference answer, so that a user sees what the model will be asked
+and what rewards compare against. A dataset whose reference answers are all empty while one of its rewards
+reads `answer` gets a warning.
 
-Which rewards read `answer` (a simple rule, kept here): the reward declares it (`reads_answer = True` on
-the function), it is a built-in known to (ANSWER_READING_BUILTINS), its signature names `answer`, or it is
-an LLM judge whose prompt shows {answer}.
+Which rewards read `answer`: the reward says so (`reads_answer = True` on the function), it is a built-in
+known to (ANSWER_READING_BUILTINS), or reward_columns.columns_read names it (a declaration, a parameter,
+an LLM judge whose prompt shows {answer}).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any
 
-from .data_columns import BASE_COLUMNS
+from .reward_columns import ALWAYS_PRESENT, columns_read, describe_columns_read, present_columns, rows_by_dataset
 
 if TYPE_CHECKING:
     from .config import GRPOPipelineConfig
@@ -33,9 +34,7 @@ def describe_data(config: "GRPOPipelineConfig", data: "SampledData", plan: "Rewa
     """The report's table, then per dataset: layout, renamed columns, one sample; then the warnings."""
     report = data.report
     lines = [report.summary()]
-    rows_by_dataset: dict[str, list[dict]] = {}
-    for row in data.train_rows + data.eval_rows:
-        rows_by_dataset.setdefault(row["dataset_name"], []).append(row)
+    grouped = rows_by_dataset(data.train_rows + data.eval_rows)
     warnings = []
     for dataset in config.datasets:
         name = dataset.display_name
@@ -43,11 +42,18 @@ def describe_data(config: "GRPOPipelineConfig", data: "SampledData", plan: "Rewa
         if report.renamed_columns.get(name):
             renamed = ", ".join(f"{column[4:]} -> {column}" for column in report.renamed_columns[name])
             lines.append(f"  renamed columns (TRL or this node passes reward arguments of these names): {renamed}")
-        rows = rows_by_dataset.get(name, [])
-        columns = [key for key in (rows[0] if rows else {}) if key not in BASE_COLUMNS
-                   and any(row[key] is not None for row in rows)]
+        rows = grouped.get(name, [])
+        columns = [key for key in present_columns(rows) if key not in ALWAYS_PRESENT]
         if columns:
             lines.append(f"  columns for rewards besides answer: {shorten(', '.join(columns))}")
+        if report.left_out_columns.get(name):
+            lines.append(f"  left out (values that are not JSON: bytes, dates): {', '.join(report.left_out_columns[name])}")
+        if report.image_rows.get(name):
+            count, places = report.image_rows[name]
+            lines.append(f"  images: {count} sampled row(s) carry images ({', '.join(places)}); this node trains on "
+                         "text only: the model never sees them")
+        if plan.per_dataset.get(name):
+            lines.append(f"  rewards read: {describe_columns_read(plan.per_dataset[name])}")
         if rows:
             lines.append(f"  sample prompt: {shorten_messages(rows[0]['prompt'])}")
             lines.append(f"  sample answer: {shorten(rows[0]['answer']) if rows[0]['answer'] else '(empty)'}")
@@ -76,18 +82,8 @@ def reads_answer(name: str, function: Any) -> bool:
         return bool(declared)
     if name in ANSWER_READING_BUILTINS:
         return True
-    for target in (function, getattr(function, "__call__", None)):
-        try:
-            if "answer" in inspect.signature(target).parameters:
-                return True
-        except (TypeError, ValueError):
-            continue
-    messages = getattr(getattr(function, "prompt", None), "messages", None)
-    if isinstance(messages, list):
-        from .judge.prompt import placeholders_in
-
-        return any("answer" in placeholders_in(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
-    return False
+    read = columns_read(function)
+    return "answer" in read.required + read.optional
 
 
 def shorten(text: Any, limit: int = SAMPLE_CHARS) -> str:

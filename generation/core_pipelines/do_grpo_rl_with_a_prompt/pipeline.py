@@ -25,6 +25,7 @@ from .distributed import (
     distributed_problem, is_distributed, is_main_process, run_on_main, single_gpu_only_problem, world_size,
 )
 from .lifecycle import check_checkpoints_align, generation_round_steps, prepare_run_directory, release_run_lock
+from .reward_columns import check_columns_read
 from .rewarding import CombinedReward, RewardPlan, resolve_rewards
 from .run_files import JsonlAppender, RunPaths, read_jsonl, write_resolved_config, write_text_atomically
 from .run_stop import EXIT_FINISHED, exit_status
@@ -82,6 +83,7 @@ def run_grpo_pipeline(
     paths = RunPaths(base_dir / config.training_parameters.output_dir)
     with naming_the_file(config_path):
         plan = resolve_rewards(config)
+        check_columns_read(config, data.train_rows + data.eval_rows, plan)  # a reward reading a column no row has
         build_grpo_config(config, paths, has_eval=bool(data.eval_rows), source=str(config_path))
     print(describe_plan(config, data, plan))
     if dry_run:

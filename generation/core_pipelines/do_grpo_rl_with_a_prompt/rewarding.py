@@ -25,6 +25,7 @@ from generation.registry import UnknownNameError
 
 from .config import GRPOPipelineConfig, SEED_DATASET_LLM_KEYS
 from .distributed import gather_step, score_on_every_rank
+from .json_columns import decode_columns
 from .post_processors import check_scaling_kwargs, get_combination_function, get_scaling_function
 from .reward_registry import RewardFunction, check_initializer_kwargs, load_reward_modules
 from .reward_calls import RewardCaller
@@ -178,6 +179,7 @@ class CombinedReward:
     pending_metrics: dict[str, list[float]] = field(default_factory=dict)
     slow_notice_s: Optional[float] = 30.0
     notify: Callable[[str], None] = print
+    json_columns: frozenset = frozenset()  # columns TRL hands over as JSON text (json_columns.py): decoded here
 
     _last_call: Optional[float] = None
 
@@ -190,6 +192,7 @@ class CombinedReward:
         self._caller = RewardCaller(self.slow_notice_s, self.notify)
 
     async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[Optional[float]]:
+        columns = decode_columns(columns, self.json_columns)
         texts = [completion_text(c, self.stop_sequences) for c in completions]
         dataset_names = columns.get("dataset_name") or [next(iter(self.plan.per_dataset))] * len(texts)
         per_reward = await score_on_every_rank(self._score_all(prompts, texts, dataset_names, columns))

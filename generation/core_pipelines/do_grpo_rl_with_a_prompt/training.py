@@ -136,18 +136,21 @@ def train(
     from trl import GRPOTrainer
 
     from .grpo_args import build_grpo_config
+    from .json_columns import encode_rows, json_columns
 
     tokenizer = loaded.tokenizer
     model_dtype = str(loaded.model.dtype).removeprefix("torch.")
     args = build_grpo_config(config, paths, bool(eval_rows), eos_token_id=tokenizer.eos_token_id,
                              model_dtype=model_dtype, engine_kwargs=loaded.grpo_kwargs)
     aggregation = (config.training_parameters.model_extra or {}).get("multi_objective_aggregation", "sum_then_normalize")
+    as_json = json_columns(train_rows + eval_rows)  # list and object columns travel as JSON text ...
+    reward_function.json_columns = as_json  # ... and the reward decodes them
     trainer = GRPOTrainer(
         model=loaded.model,
         reward_funcs=[with_advantage_metrics(reward_function, args.scale_rewards, aggregation)],
         args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        train_dataset=Dataset.from_list(encode_rows(train_rows, as_json)),
+        eval_dataset=Dataset.from_list(encode_rows(eval_rows, as_json)) if eval_rows else None,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
