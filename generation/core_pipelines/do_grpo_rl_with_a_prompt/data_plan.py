@@ -7,16 +7,16 @@ one sampled prompt (shortened) with its reference answer, so that a user sees wh
 and what rewards compare against. A dataset whose reference answers are all empty while one of its rewards
 reads `answer` gets a warning.
 
-Which rewards read `answer`: the reward says so (`reads_answer = True` on the function), it is a built-in
-known to (ANSWER_READING_BUILTINS), or reward_columns.columns_read names it (a declaration, a parameter,
-an LLM judge whose prompt shows {answer}).
+Which rewards read `answer`: the reward says so (`reads_answer = True` on the function), or
+reward_columns.columns_read names it (its declaration, a parameter, an LLM judge whose prompt shows
+{answer}), or it declares nothing and is a built-in known to read it (ANSWER_READING_BUILTINS).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .reward_columns import ALWAYS_PRESENT, columns_read, describe_columns_read, present_columns, rows_by_dataset
+from .reward_columns import ALWAYS_PRESENT, columns_read, declared_columns, describe_columns_read, present_columns, rows_by_dataset
 
 if TYPE_CHECKING:
     from .config import GRPOPipelineConfig
@@ -80,9 +80,9 @@ def reads_answer(name: str, function: Any) -> bool:
     declared = getattr(function, "reads_answer", None)
     if declared is not None:
         return bool(declared)
-    if name in ANSWER_READING_BUILTINS:
-        return True
     read = columns_read(function)
+    if name in ANSWER_READING_BUILTINS and declared_columns(function) is None:
+        return True
     return "answer" in read.required + read.optional
 
 

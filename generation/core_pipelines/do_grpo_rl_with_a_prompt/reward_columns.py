@@ -58,14 +58,20 @@ def reads_columns(reward: Reward, *required: str, optional: tuple[str, ...] = ()
     return reward
 
 
+def declared_columns(function: Any) -> "ColumnsRead | None":
+    """What `function` declared with reads_columns; None when it declared nothing."""
+    declared = getattr(function, DECLARATION, None)
+    return declared if isinstance(declared, ColumnsRead) else None
+
+
 def columns_read(function: Any) -> ColumnsRead:
     """The columns `function` reads: its declaration, else its named parameters (see the module doc).
 
     >>> columns_read(lambda prompts, completions, answer, tags=None, **columns: None)
     ColumnsRead(required=('answer',), optional=('tags',))
     """
-    declared = getattr(function, DECLARATION, None)
-    if isinstance(declared, ColumnsRead):
+    declared = declared_columns(function)
+    if declared is not None:
         return declared
     required: list[str] = []
     optional: list[str] = []
