@@ -122,3 +122,31 @@ def test_each_examples_rewards_give_a_right_answer_full_marks(path, monkeypatch)
     for reward in rewards:
         scores = reward.function([row["prompt"] for row in rows], completions, **columns)
         assert scores == [max(scores)] * len(rows) and max(scores) > 0, (reward.label, scores)
+
+
+# ------------------------------------------------------------------------- set-up (issue 18, from part 1)
+
+
+def pip_requirements(path: Path) -> list[str]:
+    """The requirements pip reads from `path` (following -r includes, as `pip install -r` does)."""
+    from pip._internal.network.session import PipSession
+    from pip._internal.req.req_file import parse_requirements
+
+    return [parsed.requirement for parsed in parse_requirements(str(path), session=PipSession())]
+
+
+def test_the_seeds_node_requirements_file_installs_the_projects_requirements():
+    """Augmentoolkit's set-up step: pip install -r generation/core_pipelines/do_grpo_rl_with_a_prompt/requirements.txt"""
+    node = pip_requirements(NODE / "requirements.txt")
+    assert node and node == pip_requirements(ROOT / "requirements.txt")
+
+
+def test_deepspeed_has_an_install_path():
+    from packaging.requirements import Requirement
+
+    (deepspeed,) = pip_requirements(ROOT / "requirements-deepspeed.txt")
+    assert Requirement(deepspeed).name == "deepspeed"
+    script = (ROOT / "linux.sh").read_text()
+    assert '[ "$deepspeed" = 1 ] && pip_install -r requirements-deepspeed.txt' in script
+    result = subprocess.run(["bash", str(ROOT / "linux.sh"), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--deepspeed" in result.stderr  # options are parsed before anything installs
