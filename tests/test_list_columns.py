@@ -211,3 +211,13 @@ def test_the_dry_run_exits_2_naming_the_reward_and_the_column(tmp_path):
     assert_user_error(dry_run(tmp_path, config), str(config), "reward 'ifeval_instructions' reads column "
                       "'instruction_id_list', which no row of the dataset has; its rows have: answer, dataset_name, "
                       "source, key, kwargs")
+
+
+def test_doctests():
+    import doctest
+
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt import data_values, json_columns, reward_columns
+
+    for module in (data_values, json_columns, reward_columns):
+        result = doctest.testmod(module)
+        assert result.attempted and not result.failed, module.__name__
