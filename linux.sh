@@ -4,15 +4,17 @@
 #   bash linux.sh          base install: CPU torch on machines without an NVIDIA GPU, then requirements.txt
 #   bash linux.sh --dev    also the test tools (requirements-dev.txt; llama-cpp-python from ../shared/wheels)
 #   bash linux.sh --gpu    also the GPU extra: Unsloth, bitsandbytes, vLLM if available (requirements-gpu.txt)
+#   bash linux.sh --deepspeed  also DeepSpeed, for the ZeRO templates (requirements-deepspeed.txt; NVIDIA GPUs)
 set -euo pipefail
 cd "$(dirname "$0")"
 
-gpu=0; dev=0
+gpu=0; dev=0; deepspeed=0
 for arg in "$@"; do
   case "$arg" in
     --gpu) gpu=1 ;;
     --dev) dev=1 ;;
-    *) echo "unknown option: $arg (use --gpu and/or --dev)" >&2; exit 2 ;;
+    --deepspeed) deepspeed=1 ;;
+    *) echo "unknown option: $arg (use --gpu, --dev and/or --deepspeed)" >&2; exit 2 ;;
   esac
 done
 
@@ -24,7 +26,7 @@ pip_install() { python -m pip install --disable-pip-version-check -q "$@"; }
 
 # 1. torch first, so that pip never pulls the 5 GB CUDA build onto a CPU-only machine.
 if ! python -c "import torch" 2>/dev/null; then
-  if [ "$gpu" = 1 ] || command -v nvidia-smi >/dev/null 2>&1; then
+  if [ "$gpu" = 1 ] || [ "$deepspeed" = 1 ] || command -v nvidia-smi >/dev/null 2>&1; then
     pip_install torch
   else
     # a local CPU wheel when this machine's pip index has one, else PyTorch's CPU index
@@ -49,4 +51,5 @@ if [ "$dev" = 1 ]; then
   done
 fi
 [ "$gpu" = 1 ] && pip_install -r requirements-gpu.txt
+[ "$deepspeed" = 1 ] && pip_install -r requirements-deepspeed.txt
 echo "environment ready: $(python -c 'import torch, trl; print(f"torch {torch.__version__}, trl {trl.__version__}, cuda {torch.cuda.is_available()}")')"

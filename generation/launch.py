@@ -78,7 +78,8 @@ def check_accelerate_config(path: Path, has_cuda: bool) -> str:
     if kind in NEEDS_CUDA and not has_cuda:
         raise UserInputError(f"{path}: {NEEDS_CUDA[kind]} needs NVIDIA GPUs, and none is visible; on CPU use --distributed ddp")
     if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
-        raise UserInputError(f"{path}: DeepSpeed is not installed: pip install deepspeed")
+        raise UserInputError(f"{path}: DeepSpeed is not installed: bash linux.sh --deepspeed "
+                             "(or pip install -r requirements-deepspeed.txt)")
     return kind
 
 

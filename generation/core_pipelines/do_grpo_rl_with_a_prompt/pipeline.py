@@ -29,6 +29,7 @@ from .distributed import (
     distributed_problem, is_distributed, is_main_process, run_on_main, single_gpu_only_problem, world_size,
 )
 from .plan import describe_plan
+from .rewards.columns import check_columns_read
 from .rewards.combined import CombinedReward
 from .rewards.plan import RewardPlan, resolve_rewards
 from .run.directory import check_output_dir_outside_data, prepare_run_directory, release_run_lock
@@ -104,6 +105,7 @@ def run_grpo_pipeline(
     #    GRPOConfig is built from ours (this imports TRL), so a value TRL refuses fails here, not after loading.
     with naming_the_file(config_path):
         plan = resolve_rewards(config)
+        check_columns_read(config, data.train_rows + data.eval_rows, plan)  # a reward reading a column no row has
         build_grpo_config(config, paths, has_eval=bool(data.eval_rows), source=str(config_path))
     print(describe_plan(config, data, plan, processes, notes=(batch_note,)))
     if dry_run:

@@ -5,24 +5,31 @@ rewarded how.
 one sample, and warnings.
 
 For each dataset the plan shows its layout (auto-detected or configured), the columns renamed because TRL
-or this node passes a reward argument of that name, and one sampled prompt (shortened) with its reference
-answer, so that a user sees what the model will be asked and what rewards compare against. A dataset
-whose reference answers are all empty while one of its rewards reads `answer` gets a warning.
+or this node passes a reward argument of that name, the columns each reward reads (rewards/columns.py),
+the rows that carry images (trained as text only) and the fields left out (values that are not JSON), and
+one sampled prompt (shortened) with its reference answer, so that a user sees what the model will be asked
+and what rewards compare against. A dataset whose reference answers are all empty while one of its rewards
+reads `answer` gets a warning.
 
-Which rewards read `answer` (a simple rule, kept here): the reward declares it (`reads_answer = True` on
-the function), it is a built-in known to (ANSWER_READING_BUILTINS), its signature names `answer`, or it is
-an LLM judge whose prompt shows {answer}.
+Which rewards read `answer`: the reward says so (`reads_answer = True` on the function), or
+rewards/columns.columns_read names it (its declaration, a parameter, an LLM judge whose prompt shows
+{answer}), or it declares nothing and is a built-in known to read it (ANSWER_READING_BUILTINS).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Optional
 
 from .config.schema import GRPOPipelineConfig
-from .data.columns import BASE_COLUMNS
 from .data.sampling import SampledData
-from .rewards.judge.prompt import placeholders_in
+from .rewards.columns import (
+    ALWAYS_PRESENT,
+    columns_read,
+    declared_columns,
+    describe_columns_read,
+    present_columns,
+    rows_by_dataset,
+)
 from .rewards.plan import RewardPlan
 from .trainer.backends import describe_training_mode
 from .trainer.batching import planned_steps
@@ -63,9 +70,7 @@ def describe_data(config: GRPOPipelineConfig, data: SampledData, plan: RewardPla
     """The report's table, then per dataset: layout, renamed columns, one sample; then the warnings."""
     report = data.report
     lines = [report.summary()]
-    rows_by_dataset: dict[str, list[dict]] = {}
-    for row in data.train_rows + data.eval_rows:
-        rows_by_dataset.setdefault(row["dataset_name"], []).append(row)
+    grouped = rows_by_dataset(data.train_rows + data.eval_rows)
     warnings = []
     for dataset in config.datasets:
         name = dataset.display_name
@@ -73,11 +78,18 @@ def describe_data(config: GRPOPipelineConfig, data: SampledData, plan: RewardPla
         if report.renamed_columns.get(name):
             renamed = ", ".join(f"{column[4:]} -> {column}" for column in report.renamed_columns[name])
             lines.append(f"  renamed columns (TRL or this node passes reward arguments of these names): {renamed}")
-        rows = rows_by_dataset.get(name, [])
-        columns = [key for key in (rows[0] if rows else {}) if key not in BASE_COLUMNS
-                   and any(row[key] is not None for row in rows)]
+        rows = grouped.get(name, [])
+        columns = [key for key in present_columns(rows) if key not in ALWAYS_PRESENT]
         if columns:
             lines.append(f"  columns for rewards besides answer: {shorten(', '.join(columns))}")
+        if report.left_out_columns.get(name):
+            lines.append(f"  left out (values that are not JSON: bytes, dates): {', '.join(report.left_out_columns[name])}")
+        if report.image_rows.get(name):
+            count, places = report.image_rows[name]
+            lines.append(f"  images: {count} sampled row(s) carry images ({', '.join(places)}); this node trains on "
+                         "text only: the model never sees them")
+        if plan.per_dataset.get(name):
+            lines.append(f"  rewards read: {describe_columns_read(plan.per_dataset[name])}")
         if rows:
             lines.append(f"  sample prompt: {shorten_messages(rows[0]['prompt'])}")
             lines.append(f"  sample answer: {shorten(rows[0]['answer']) if rows[0]['answer'] else '(empty)'}")
@@ -104,18 +116,10 @@ def reads_answer(name: str, function: Any) -> bool:
     declared = getattr(function, "reads_answer", None)
     if declared is not None:
         return bool(declared)
-    if name in ANSWER_READING_BUILTINS:
+    read = columns_read(function)
+    if name in ANSWER_READING_BUILTINS and declared_columns(function) is None:
         return True
-    for target in (function, getattr(function, "__call__", None)):
-        try:
-            if "answer" in inspect.signature(target).parameters:
-                return True
-        except (TypeError, ValueError):
-            continue
-    messages = getattr(getattr(function, "prompt", None), "messages", None)
-    if isinstance(messages, list):
-        return any("answer" in placeholders_in(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
-    return False
+    return "answer" in read.required + read.optional
 
 
 def shorten(text: Any, limit: int = SAMPLE_CHARS) -> str:

@@ -17,9 +17,16 @@ set on the dataset overrides that part of it:
 Column names are dotted paths into nested objects (`reward_model.ground_truth`). `prompt_template`
 ("Solve: {question}") builds the user turn from fields (dotted names allowed); a field it names that a row
 lacks makes that row bad. Every other field reaches the rewards as a column: nested objects are flattened
-to dotted names (`extra_info.index`), scalars only (str, int, float, bool, None). A field whose name TRL or
-this node passes to rewards itself (`prompts`, `completions`, `answer`, ...) is renamed `row_<name>`.
-Text that is not valid Unicode (a lone surrogate from a JSON escape) makes the row bad.
+to dotted names (`extra_info.index`; an object nested deeper than MAX_FLATTEN_DEPTH levels is one column
+holding that object), scalars, lists and lists of objects as they are (JSON values: str, int, float, bool,
+None, list, dict). A field holding anything else (bytes, a date from Parquet) is left out and named in the
+plan (Conversation.left_out). A field whose name TRL or this node passes to rewards itself (`prompts`,
+`completions`, `answer`, ...) is renamed `row_<name>`. Text that is not valid Unicode (a lone surrogate from
+a JSON escape), anywhere in a column's value, makes the row bad.
+
+Images: this node trains on text. A row with an `image` / `images` field, or with image parts in its
+messages' content lists (OpenAI `image_url`, `image`, `input_image`), is read as its text alone; the
+image parts are skipped and Conversation.images says where images were, so the plan can say so.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import string
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Iterable, Optional
+
+from .values import IMAGE_PART_TYPES, image_places, is_json_value
 
 ROLES = {
     "human": "user", "user": "user",
@@ -160,6 +169,8 @@ class Conversation:
     messages: list[dict[str, str]]
     targets: list[int]
     extras: dict[str, Any] = field(default_factory=dict)
+    images: tuple[str, ...] = ()  # where the row carries images (left out: training is text only)
+    left_out: tuple[str, ...] = ()  # fields left out because their values are not JSON values
 
 
 def to_conversation(row: Any, layout: Layout) -> Conversation:
@@ -174,7 +185,11 @@ def to_conversation(row: Any, layout: Layout) -> Conversation:
         consumed -= set(layout.answer) - {answer_path}  # an answer candidate not used stays a column
     for message in conversation.messages:
         check_unicode(message["content"], f"{message['role']} text")
-    conversation.extras = extra_columns(row, consumed)
+    left_out: list[str] = []
+    conversation.extras = extra_columns(row, consumed, left_out)
+    conversation.left_out = tuple(left_out)
+    fields = [layout.conversation_key] if layout.conversation_key else list(layout.prompt)
+    conversation.images = image_places(row, {name: get_path(row, name) for name in fields})
     return conversation
 
 
@@ -194,9 +209,11 @@ def is_missing(value: Any) -> bool:
     return value is _MISSING
 
 
-def extra_columns(row: dict, consumed: "set[str] | frozenset[str]") -> dict[str, Any]:
-    """The row's other fields as scalar columns, in row order: nested objects flattened to dotted names (up to
-    MAX_FLATTEN_DEPTH levels), reserved names renamed row_<name>."""
+def extra_columns(row: dict, consumed: "set[str] | frozenset[str]", left_out: Optional[list] = None
+                  ) -> dict[str, Any]:
+    """The row's other fields as columns, in row order: nested objects flattened to dotted names (up to
+    MAX_FLATTEN_DEPTH levels, deeper ones kept whole), lists kept as they are, reserved names renamed
+    row_<name>. Fields whose values are not JSON values are appended to `left_out` instead."""
     extras: dict[str, Any] = {}
 
     def add(mapping: dict, prefix: str, depth: int) -> None:
@@ -204,18 +221,19 @@ def extra_columns(row: dict, consumed: "set[str] | frozenset[str]") -> dict[str,
             name = f"{prefix}{key}"
             if name in consumed:
                 continue
-            if isinstance(value, dict):
-                if depth + 1 < MAX_FLATTEN_DEPTH:
-                    add(value, f"{name}.", depth + 1)
-            elif value is None or isinstance(value, (str, int, float, bool)):
-                if isinstance(value, str):
-                    check_unicode(value, f"column '{name}'")
-                if name in RESERVED_NAMES:
-                    name = RENAMED_PREFIX + name
-                    if name in row:
-                        raise BadRow(f"column '{name[len(RENAMED_PREFIX):]}' must be renamed {name} (TRL or this "
-                                     f"node passes a reward argument of that name), but the row also has '{name}'")
-                extras[name] = value
+            if isinstance(value, dict) and depth + 1 < MAX_FLATTEN_DEPTH:
+                add(value, f"{name}.", depth + 1)
+                continue
+            if not is_json_value(value, lambda text: check_unicode(text, f"column '{name}'")):
+                if left_out is not None:
+                    left_out.append(name)
+                continue
+            if name in RESERVED_NAMES:
+                name = RENAMED_PREFIX + name
+                if name in row:
+                    raise BadRow(f"column '{name[len(RENAMED_PREFIX):]}' must be renamed {name} (TRL or this "
+                                 f"node passes a reward argument of that name), but the row also has '{name}'")
+            extras[name] = value
 
     add(row, "", 0)
     return extras
@@ -340,11 +358,14 @@ def messages_from(turns: list) -> list[dict[str, str]]:
 
 
 def _text(content: Any) -> Optional[str]:
-    """A message's text: a string, or the text parts of an OpenAI content list joined."""
+    """A message's text: a string, or the text parts of an OpenAI content list joined (image parts are
+    skipped; any other kind of part makes it None)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(str(p.get("text", "")) for p in content)
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        kinds = {p.get("type") for p in content}
+        if kinds <= {"text"} | IMAGE_PART_TYPES and ("text" in kinds or not content):
+            return "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
     return None
 
 

@@ -26,10 +26,10 @@ dataset_settings.strict the first one raises DataError instead.
 A row: {"prompt": [{"role", "content"}, ...] (the conversation before the target assistant turn),
 "answer": the target assistant turn's text (the reference answer), "dataset_name", "source" ("path:line"
 for JSON Lines, "path:#index" for JSON arrays, Parquet and hub datasets), plus the raw row's other fields
-as scalar columns (data_columns.extra_columns: nested objects flattened to dotted names, reserved names
-renamed row_<name>)}. Every row carries every extra column (None where missing); a column whose types
-differ between rows becomes str (int mixed with float becomes float), so all rows fit one
-`datasets.Dataset.from_list`.
+as columns (data_columns.extra_columns: nested objects flattened to dotted names, lists kept as they are,
+reserved names renamed row_<name>)}. Every row carries every extra column (None where missing); a scalar
+column whose types differ between rows becomes str (int mixed with float becomes float); a column holding
+a list or an object in some row is left as it is (json_columns.py carries it through 🤗 datasets).
 
 The target turn: force_single_turn -> the first assistant turn that follows a user turn; otherwise with
 chance single_turn_ratio the first, else the last. Rows of fields have one target: their answer.
@@ -82,6 +82,8 @@ class DataReport:
     as "path:line: reason". eval_path_entry: (file label, report key) of dataset_settings.eval_path.
     layouts: name -> how its rows were read (data_columns.Layout.describe). renamed_columns: name -> the
     row fields renamed row_<name> because TRL or this node passes a reward argument of that name.
+    image_rows: name -> (rows that carry images, where: e.g. 'images'); left_out_columns: name -> the
+    fields left out because their values are not JSON values (bytes, dates).
     """
 
     per_dataset: dict[str, dict] = field(default_factory=dict)
@@ -89,6 +91,8 @@ class DataReport:
     eval_path_entry: tuple[str, str] | None = None
     layouts: dict[str, str] = field(default_factory=dict)
     renamed_columns: dict[str, list[str]] = field(default_factory=dict)
+    image_rows: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+    left_out_columns: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A table with one line per dataset, then notes on capped datasets and examples of bad rows."""
@@ -194,6 +198,12 @@ def _sample_file(dataset, name, requested, strict, seed, base_dir, report, eval_
                       if key.startswith(RENAMED_PREFIX) and key[len(RENAMED_PREFIX):] in _RESERVED})
     if renamed:
         report.renamed_columns[name] = renamed
+    with_images = [conversation.images for _, conversation in drawn if conversation.images]
+    if with_images:
+        report.image_rows[name] = (len(with_images), sorted({place for places in with_images for place in places}))
+    left_out = sorted({column for _, conversation in drawn for column in conversation.left_out})
+    if left_out:
+        report.left_out_columns[name] = left_out
     first_turn = _rng(seed, name, "turn").random(len(drawn)) < dataset.single_turn_ratio
     rows, dataset_name = [], dataset.display_name
     for (source, conversation), first in zip(drawn, first_turn):
@@ -291,7 +301,8 @@ def _with_system_prompt(messages: list[dict], system_prompt: str | None) -> list
 
 
 def _unify_columns(rows: list[dict]) -> None:
-    """Give every row every extra column (None where missing); mixed types become str (int+float: float)."""
+    """Give every row every extra column (None where missing); mixed scalar types become str (int+float:
+    float); a column with a list or an object in some row keeps every value as it is."""
     types: dict[str, set[type]] = {}
     for row in rows:
         for key, value in row.items():
@@ -299,7 +310,8 @@ def _unify_columns(rows: list[dict]) -> None:
                 kinds = types.setdefault(key, set())
                 if value is not None:
                     kinds.add(type(value))
-    convert = {key: (float if kinds == {int, float} else str) for key, kinds in types.items() if len(kinds) > 1}
+    convert = {key: (float if kinds == {int, float} else str) for key, kinds in types.items()
+               if len(kinds) > 1 and not kinds & {list, dict}}
     for row in rows:
         extras = {}
         for key in types:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+from ..data.json_columns import decode_columns
 from ..distributed import is_main_process
 from .advantage_metrics import advantage_metrics, trl_advantages
 from .calls import RewardCaller
@@ -57,6 +58,7 @@ class CombinedReward:
     pending_metrics: dict[str, list[float]] = field(default_factory=dict)
     slow_notice_s: Optional[float] = 30.0
     notify: Callable[[str], None] = print
+    json_columns: frozenset = frozenset()  # columns TRL hands over as JSON text (data/json_columns.py): decoded here
 
     _last_call: Optional[float] = None
 
@@ -69,6 +71,7 @@ class CombinedReward:
         self._caller = RewardCaller(self.slow_notice_s, self.notify)
 
     async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[Optional[float]]:
+        columns = decode_columns(columns, self.json_columns)
         part, failure = None, None
         try:
             part = await self._score_part(prompts, completions, columns)

@@ -15,7 +15,11 @@ The returned reward is called as `reward(prompts, completions, **columns)` where
 - completions: N strings (the model's answers, as plain text);
 - columns: `answer` (N strings: the reference answer, i.e. the dataset's own assistant turn that the
   model is answering in its place; "" when none), `dataset_name` (N strings) and the row's other columns, plus TRL's extras (`trainer_state`, ...);
-  accept `**columns` so that new columns never break your function.
+  accept `**columns` so that new columns never break your function. A column may hold text, a number, a
+  list or a list of objects (JSON values, as the row has them).
+- Which columns it reads is checked against its dataset's rows at start-up (columns.py): a named
+  parameter (`def reward(prompts, completions, tags, **columns)`) must be a column some row has, unless it
+  has a default; built-ins whose columns depend on their settings declare them with `columns.reads_columns`.
 It returns N floats, or None where it has no opinion (that completion is left out of this reward).
 It may be `async def` (LLM judges are): all async rewards of a step run concurrently.
 

@@ -175,7 +175,8 @@ def check_settings(values: dict, user_keys: set[str], has_eval: bool, source: st
     if deepspeed:
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError(f"{source}: training_parameters.deepspeed: the deepspeed package is not installed "
-                              "(pip install deepspeed), or remove the key")
+                              "(bash linux.sh --deepspeed, or pip install -r requirements-deepspeed.txt), "
+                              "or remove the key")
         if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
             raise ConfigError(f"{source}: training_parameters.deepspeed: config file not found: {deepspeed}")
     if values.get("lr_scheduler_type") == "reduce_lr_on_plateau" and not has_eval:

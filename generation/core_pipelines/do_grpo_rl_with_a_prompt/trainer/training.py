@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..config.schema import GRPOPipelineConfig
+from ..data.json_columns import encode_rows, json_columns
 from ..distributed import barrier, world_size
 from ..run.console import install_compact_console
 from ..run.checkpoints import make_checkpoint_callback
@@ -51,12 +52,14 @@ def train(
     model_dtype = str(loaded.model.dtype).removeprefix("torch.")
     args = build_grpo_config(config, paths, bool(eval_rows), eos_token_id=tokenizer.eos_token_id,
                              model_dtype=model_dtype, engine_kwargs=loaded.grpo_kwargs)
+    as_json = json_columns(train_rows + eval_rows)  # list and object columns travel as JSON text ...
+    reward_function.json_columns = as_json  # ... and the reward decodes them
     trainer = GRPOTrainer(
         model=loaded.model,
         reward_funcs=[reward_function],
         args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        train_dataset=Dataset.from_list(encode_rows(train_rows, as_json)),
+        eval_dataset=Dataset.from_list(encode_rows(eval_rows, as_json)) if eval_rows else None,
         processing_class=tokenizer,
         callbacks=callbacks,
     )

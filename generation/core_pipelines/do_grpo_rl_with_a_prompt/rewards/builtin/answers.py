@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
+from ..columns import reads_columns
 from ..registry import register_reward_function
 from .common import UnparsedReferenceCounter, answer_text, column
 from .math_equivalence import judge_pairs
@@ -236,7 +237,7 @@ def final_answer_match(
     def reward(prompts, completions, **columns) -> list[float | None]:
         return [None if v is None else correct_score if v else wrong_score for v in judge(completions, columns)]
 
-    return reward
+    return reads_columns(reward, "answer")
 
 
 def answer_judge(
@@ -352,4 +353,4 @@ def gsm8k_integerresponse(
     def reward(prompts, completions, **columns) -> list[float]:
         return [score if is_integer(c) else 0.0 for c in completions]
 
-    return reward
+    return reads_columns(reward)

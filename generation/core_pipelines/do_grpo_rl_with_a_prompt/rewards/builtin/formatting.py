@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from difflib import SequenceMatcher
 
+from ..columns import reads_columns
 from ..registry import register_reward_function
 from ..reasoning_text import passes_cot_format, split_reasoning
 from .common import as_text, last_user_message
@@ -39,7 +40,7 @@ def think_format(
             pass_score if passes_cot_format(as_text(c), cot_start, cot_end) else fail_score for c in completions
         ]
 
-    return reward
+    return reads_columns(reward)
 
 
 def similarity(a: str, b: str) -> float:
@@ -102,4 +103,4 @@ def similarity_gate(
     def reward(prompts, completions, **columns) -> list[float]:
         return [score(p, c) for p, c in zip(prompts, completions, strict=True)]
 
-    return reward
+    return reads_columns(reward)

@@ -23,6 +23,7 @@ import re
 from difflib import SequenceMatcher
 from typing import Any
 
+from ..columns import reads_columns
 from ..registry import register_reward_function
 from .common import answer_text, column, last_user_message
 
@@ -266,4 +267,4 @@ def gec_edit_f1(
         targets = column(columns, references_column, len(completions))
         return [score(p, c, t) for p, c, t in zip(prompts, completions, targets, strict=True)]
 
-    return reward
+    return reads_columns(reward, references_column)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..columns import reads_columns
 from ..registry import register_reward_function
 from .common import UnparsedReferenceCounter, answer_text, column, last_user_message
 
@@ -146,4 +147,4 @@ def ifeval_instructions(
         counter.report([unknown for _, unknown in results], columns)
         return [value for value, _ in results]
 
-    return reward
+    return reads_columns(reward, ids_column, kwargs_column)

@@ -6,6 +6,7 @@ characters ("chars") or whitespace-separated words ("words").
 
 from __future__ import annotations
 
+from ..columns import reads_columns
 from ..registry import register_reward_function
 from .common import answer_text
 
@@ -70,7 +71,7 @@ def length_reward(
         lengths = [measure(answer_text(c, cot_start, cot_end), unit) for c in completions]
         return [plateau_score(n, target_length, plateau) for n in lengths]
 
-    return reward
+    return reads_columns(reward)
 
 
 def brevity_score(length: float, limit: float) -> float:
@@ -124,4 +125,4 @@ def max_length(
     def reward(prompts, completions, **columns) -> list[float]:
         return [score(c) for c in completions]
 
-    return reward
+    return reads_columns(reward)

@@ -10,6 +10,7 @@ import logging
 import math
 from typing import Any
 
+from ..columns import reads_columns
 from ..registry import register_reward_function
 from .answers import answer_judge
 
@@ -71,7 +72,7 @@ def soft_overlong_punishment(max_completion_len: int = 1024, soft_punish_cache: 
             return [None] * len(completions)
         return [overlong_penalty(n, max_completion_len, soft_punish_cache) for n in lengths]
 
-    return reward
+    return reads_columns(reward)
 
 
 def cosine_scale(length: int, max_len: int, correct: bool, bounds: tuple[float, float, float, float]) -> float:
@@ -134,4 +135,4 @@ def cosine_scaled_correctness(
             return [None] * len(completions)
         return [None if v is None else cosine_scale(n, max_len, v, bounds) for n, v in zip(lengths, verdicts)]
 
-    return reward
+    return reads_columns(reward, "answer")

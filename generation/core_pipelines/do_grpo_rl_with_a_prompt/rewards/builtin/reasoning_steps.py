@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from ..columns import reads_columns
 from ..registry import register_reward_function
 from .common import as_text
 
@@ -44,4 +45,4 @@ def reasoning_steps(min_steps: int = 3):
     def reward(prompts, completions, **columns) -> list[float]:
         return [min(1.0, count_steps(as_text(c)) / min_steps) for c in completions]
 
-    return reward
+    return reads_columns(reward)

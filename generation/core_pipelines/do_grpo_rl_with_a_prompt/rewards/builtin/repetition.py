@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from ..columns import reads_columns
 from ..registry import register_reward_function
 from .common import as_text
 
@@ -65,4 +66,4 @@ def repetition_penalty(ngram_size: int = 3, max_penalty: float = 1.0):
     def reward(prompts, completions, **columns) -> list[float]:
         return [1.0 - max_penalty * repeated_fraction(as_text(c), ngram_size) for c in completions]
 
-    return reward
+    return reads_columns(reward)

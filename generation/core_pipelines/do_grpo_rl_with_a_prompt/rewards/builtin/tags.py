@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from ..columns import reads_columns
 from ..registry import register_reward_function
 from .common import as_text
 
@@ -74,7 +75,7 @@ def think_answer_format(
     def reward(prompts, completions, **columns) -> list[float]:
         return [pass_score if passes(c) else fail_score for c in completions]
 
-    return reward
+    return reads_columns(reward)
 
 
 def tag_credit(text: str, think_tag: str = "think", answer_tag: str = "answer") -> float:
@@ -107,4 +108,4 @@ def tag_count(think_tag: str = "think", answer_tag: str = "answer"):
     def reward(prompts, completions, **columns) -> list[float]:
         return [tag_credit(as_text(c), think_tag, answer_tag) for c in completions]
 
-    return reward
+    return reads_columns(reward)
