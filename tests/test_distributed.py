@@ -400,3 +400,24 @@ def test_sigterm_stops_every_rank_with_a_checkpoint(tmp_path, tiny_model_dir, to
     assert not (run / "final").exists()
     assert json.loads((run / "summary.json").read_text())["exit_status"] == 143
     assert [b["step"] for b in jsonl(run / "batches.jsonl")] == list(range(1, saved[-1] + 1))
+
+
+def test_normalize_then_sum_sees_each_prompt_group_whole_when_it_is_split_over_the_processes(tmp_path, tiny_model_dir):
+    """2 completions per process, 4 per prompt: every group is split over both ranks (issue 22, GDPO)."""
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.post_processors import normalize_then_sum
+
+    config_path = distributed_config(tmp_path, tiny_model_dir, max_steps=2, save_steps=2, per_device_train_batch_size=2)
+    config = yaml.safe_load(config_path.read_text())
+    config["reward"]["combination_function"] = "normalize_then_sum"
+    config_path.write_text(yaml.safe_dump(config))
+    output = finish(launch(num_processes(config_path)))
+    assert "TRL scale_rewards 'batch'" in output and "combination: Each reward standardised" in output
+    examples = jsonl(tmp_path / "run" / "high_scoring_examples.jsonl")
+    labels = [entry["name"] for entry in config["datasets"][0]["reward_funcs"]]
+    weights = [entry.get("weight", 1.0) for entry in config["datasets"][0]["reward_funcs"]]
+    for step in (1, 2):
+        rows = [e for e in examples if e["step"] == step]
+        assert len(rows) == 4  # one prompt, its 4 completions: 2 from each rank
+        groups = [json.dumps(e["messages"][:-1]) for e in rows]
+        expected = normalize_then_sum([[e["scores"][label] for label in labels] for e in rows], [weights] * 4, groups)
+        assert [e["scores"]["combined"] for e in rows] == pytest.approx(expected)

@@ -15,14 +15,15 @@ NAN = float("nan")
 
 class TestRegistries:
     def test_names(self):
-        assert pp.COMBINATION_FUNCTIONS.names() == ["mean", "min", "sum", "weighted_mean", "weighted_sum"]
+        assert pp.COMBINATION_FUNCTIONS.names() == ["mean", "min", "normalize_then_sum", "sum", "weighted_mean",
+                                                   "weighted_sum"]
         assert pp.SCALING_FUNCTIONS.names() == [
             "clip", "group_standardize", "grpo", "grpo_passk", "identity", "rank", "reinforce_plus_plus",
             "reinforce_plus_plus_baseline", "rloo",
         ]
 
     def test_unknown_names_list_valid_ones(self):
-        with pytest.raises(UnknownNameError, match="did you mean 'mean'.*known: mean, min, sum"):
+        with pytest.raises(UnknownNameError, match="did you mean 'mean'.*known: mean, min, normalize_then_sum, sum"):
             pp.get_combination_function("maen")
         with pytest.raises(UnknownNameError, match="known: clip, group_standardize, grpo, grpo_passk, identity"):
             pp.get_scaling_function("none")

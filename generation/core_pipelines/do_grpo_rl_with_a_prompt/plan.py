@@ -31,6 +31,7 @@ from .rewards.columns import (
     rows_by_dataset,
 )
 from .rewards.plan import RewardPlan
+from .rewards.post_processors import get_combination_function
 from .trainer.backends import describe_training_mode
 from .trainer.batching import planned_steps
 from .trainer.grpo_args import effective_scale_rewards
@@ -56,6 +57,7 @@ def describe_plan(config: GRPOPipelineConfig, data: SampledData, plan: RewardPla
         describe_data(config, data, plan),
         f"rewards (combination '{config.reward.combination_function}', scaling '{config.reward.scaling_function}', "
         f"TRL scale_rewards '{effective_scale_rewards(config)}'):",
+        f"  combination: {first_line(get_combination_function(config.reward.combination_function).__doc__)}",
         plan.describe(),
         f"training: max_steps={tp.max_steps}{epochs} lr={tp.learning_rate} batch={tp.per_device_train_batch_size} "
         f"num_generations={tp.num_generations} max_completion_length={tp.max_completion_length} "
@@ -120,6 +122,11 @@ def reads_answer(name: str, function: Any) -> bool:
     if name in ANSWER_READING_BUILTINS and declared_columns(function) is None:
         return True
     return "answer" in read.required + read.optional
+
+
+def first_line(docstring: Optional[str]) -> str:
+    """A docstring's first sentence line, or '' (the plan's one-line description of a function)."""
+    return (docstring or "").strip().splitlines()[0] if (docstring or "").strip() else ""
 
 
 def shorten(text: Any, limit: int = SAMPLE_CHARS) -> str:

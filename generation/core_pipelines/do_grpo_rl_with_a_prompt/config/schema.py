@@ -297,7 +297,8 @@ class RewardSettings(Section):
     """How the per-function rewards become one training signal, and which completions are kept."""
 
     combination_function: str = Field(
-        "sum", description="Combines one completion's rewards into one number: sum, mean, weighted_sum, min "
+        "sum", description="Combines one completion's rewards into one number: sum, mean, weighted_sum, min, or "
+        "normalize_then_sum (GDPO: each reward standardised within its prompt group first) "
         "(rewards/post_processors.py; each reward's 'weight' applies)."
     )
     scaling_function: str = Field(

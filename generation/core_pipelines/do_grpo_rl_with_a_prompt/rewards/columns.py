@@ -24,6 +24,7 @@ from generation.errors import UserInputError
 
 from ..config.schema import GRPOPipelineConfig
 from ..data.columns import RENAMED_PREFIX, TRL_REWARD_ARGUMENTS
+from .judge.prompt import placeholders_in
 from .plan import RewardPlan
 
 ALWAYS_PRESENT = ("answer", "dataset_name", "source")
@@ -90,8 +91,6 @@ def _judge_shows_answer(function: Any) -> bool:
     messages = getattr(getattr(function, "prompt", None), "messages", None)
     if not isinstance(messages, (list, tuple)):
         return False
-    from .judge.prompt import placeholders_in
-
     return any("answer" in placeholders_in(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
 
 

@@ -4,8 +4,9 @@ Stages, once per batch of completions (one training step's, on each process):
   1. each row is scored only by its own dataset's rewards (sync ones in turn in a worker thread, async ones
      concurrently), each reward on its own copy of the prompts and columns, each within its time limit, each
      result checked (calls.py, results.py);
-  2. the combination function turns one completion's per-reward scores (and weights) into one number;
-  3. the step is exchanged between processes once (step.py): a failure on any rank stops every rank;
+  2. the step is exchanged between processes once (step.py): a failure on any rank stops every rank;
+  3. the combination function turns each completion's per-reward scores (and weights) into one number (one
+     completion at a time, or, for normalize_then_sum, within each prompt's whole group);
   4. the scaling function rescales the whole step's combined rewards (per prompt group) for TRL;
   5. the step's metrics are logged (per reward, combined, the judge's, the advantages TRL will compute), and
      the main process hands the whole step to the listeners (high-scoring examples, batch log, samples).
@@ -23,7 +24,7 @@ from ..distributed import is_main_process
 from .advantage_metrics import advantage_metrics, trl_advantages
 from .calls import RewardCaller
 from .plan import RewardPlan
-from .post_processors import get_combination_function, get_scaling_function
+from .post_processors import combine_step, get_combination_function, get_scaling_function
 from .step import ScoredBatch, StepMetrics, exchange_step, group_ids_for, reward_statistics
 
 
@@ -78,6 +79,7 @@ class CombinedReward:
         except Exception as error:  # raised again by exchange_step, on every rank
             failure = error
         step, start = exchange_step(part, failure)
+        step.combined = self._combine_step(step)
         scaled = self._scale(step.combined, step.group_ids, **self.scaling_kwargs)
         self._log(step, scaled, columns.get("log_metric"))
         if self.on_scored is not None and is_main_process():  # the writers: once, with the whole step
@@ -85,18 +87,14 @@ class CombinedReward:
         return scaled[start:start + len(part.completions)]
 
     async def _score_part(self, prompts: list, completions: list, columns: dict) -> ScoredBatch:
-        """This process's completions, scored by their datasets' rewards and combined."""
+        """This process's completions, scored by their datasets' rewards (combined after the exchange)."""
         texts = [completion_text(c, self.stop_sequences) for c in completions]
         dataset_names = columns.get("dataset_name") or [next(iter(self.plan.per_dataset))] * len(texts)
         metrics = StepMetrics()  # what the rewards log, merged over the processes by exchange_step
         per_reward = await self._score_all(prompts, texts, dataset_names, {**columns, "log_metric": metrics})
-        combined: list[Optional[float]] = []
-        for i, dataset in enumerate(dataset_names):
-            rewards = self.plan.per_dataset.get(dataset, [])
-            combined.append(self._combine([per_reward[r.label][i] for r in rewards], [r.weight for r in rewards]))
         sources = columns.get("source") or []
         return ScoredBatch(
-            prompts, texts, dataset_names, per_reward, combined, sources, self.mode_probe(),
+            prompts, texts, dataset_names, per_reward, [], sources, self.mode_probe(),
             columns.get("trainer_state"), group_ids_for(prompts, sources or None),
             sum(map(len, columns.get("completion_ids") or [])), metrics,
         )
@@ -139,6 +137,12 @@ class CombinedReward:
             for i, score in zip(rows, scores):
                 per_reward[label][i] = score
         return per_reward
+
+    def _combine_step(self, step: ScoredBatch) -> list[Optional[float]]:
+        """Each completion's rewards combined into one number (with its dataset's rewards and weights)."""
+        rewards = [self.plan.per_dataset.get(dataset, []) for dataset in step.dataset_names]
+        scores = [[step.per_reward[r.label][i] for r in row_rewards] for i, row_rewards in enumerate(rewards)]
+        return combine_step(self._combine, scores, [[r.weight for r in row] for row in rewards], step.group_ids)
 
     def _log(self, step: ScoredBatch, scaled: list, log_metric: Optional[Callable]) -> None:
         """Log the whole step's metrics (the same values on every process)."""

@@ -93,10 +93,16 @@ def check_reward_settings(config: GRPOPipelineConfig) -> None:
     multi_objective_aggregation. (TRL's scale_rewards against the scaling function: trainer/grpo_args.py.)"""
     reward = config.reward
     try:
-        get_combination_function(reward.combination_function)
+        combination = get_combination_function(reward.combination_function)
         check_scaling_kwargs(reward.scaling_function, reward.scaling_kwargs)
     except (UnknownNameError, TypeError, ValueError) as error:
         raise UserInputError(f"reward: {error}") from None
+    if getattr(combination, "per_group", False) and reward.scaling_function != "identity":
+        raise UserInputError(
+            f"reward.combination_function '{reward.combination_function}' already standardises each reward within "
+            f"its prompt group; reward.scaling_function '{reward.scaling_function}' would rescale the result: use "
+            "identity (TRL then divides by the batch's std)"
+        )
     aggregation = (config.training_parameters.model_extra or {}).get("multi_objective_aggregation")
     if aggregation == "normalize_then_sum" and getattr(get_scaling_function(reward.scaling_function), "normalizes_groups", False):
         raise UserInputError(

@@ -4,9 +4,11 @@ From reward functions to the GRPO update, in order:
 
 1. Per-reward scores. Each entry of a dataset's `reward_funcs` scores every completion: a float, or None
    when it has no opinion (e.g. final_answer_match on a row with no reference answer).
-2. Combination (`reward.combination_function`, one completion at a time): a COMBINATION_FUNCTIONS entry
-   `fn(scores, weights) -> float | None` turns that completion's scores into one reward, using each entry's
-   `weight`. None scores are skipped (NaN counts as None); when every score is None the result is None.
+2. Combination (`reward.combination_function`): a COMBINATION_FUNCTIONS entry `fn(scores, weights) -> float |
+   None` turns one completion's scores into one reward, using each entry's `weight`. None scores are skipped
+   (NaN counts as None); when every score is None the result is None. A combination registered with
+   `per_group=True` sees a prompt's whole group instead (`normalize_then_sum`: each reward standardised
+   within the group first, GDPO).
 3. Scaling (`reward.scaling_function` with `reward.scaling_kwargs`, one batch at a time): a
    SCALING_FUNCTIONS entry `fn(rewards, group_ids, **kwargs) -> rewards` rescales the combined rewards;
    `group_ids` say which completions answer the same prompt. None stays None.
@@ -20,8 +22,8 @@ Double scaling: scalers marked `normalizes_groups` (group_standardize, rank, and
 grpo, rloo, reinforce_plus_plus_baseline, grpo_passk) already normalize within each group, so TRL's
 scale_rewards must be "none" with them; reinforce_plus_plus needs "batch". Each scaler declares the setting
 it needs (`trl_scale_rewards`); the pipeline sets it when the config does not say, and a config that asks for
-another value is an error (training.effective_scale_rewards applies this rule). With the other scalers TRL's
-setting is used as given.
+another value is an error (trainer/grpo_args.effective_scale_rewards applies this rule). With the other scalers
+TRL's setting is used as given. The per-group combination normalize_then_sum needs "batch" the same way.
 
 Advantage estimators (verl's `algorithm.adv_estimator`, verl/trainer/ppo/core_algos.py): TRL always
 subtracts each group's mean from what it receives, so an estimator passes TRL values whose group-centred
@@ -43,11 +45,13 @@ from generation.registry import Registry
 from .registry import typed_arguments
 
 Score = Optional[float]
-CombinationFunction = Callable[[Sequence[Score], Optional[Sequence[float]]], Score]
+CombinationFunction = Callable[..., Any]  # (scores, weights) -> Score; per group: (scores[], weights[], group_ids)
 ScalingFunction = Callable[..., list[Score]]
 
 COMBINATION_FUNCTIONS: Registry[CombinationFunction] = Registry("combination function")
 SCALING_FUNCTIONS: Registry[ScalingFunction] = Registry("scaling function")
+GROUP_STD_EPS = 1e-4
+"""TRL's `std + 1e-4` when it standardises a group."""
 
 INTERPLAY = """\
 How rewards become the training signal:
@@ -68,9 +72,30 @@ def describe_interplay() -> str:
     return INTERPLAY
 
 
-def register_combination_function(name: str) -> Callable[[CombinationFunction], CombinationFunction]:
-    """Decorator: file `fn(scores, weights) -> float | None` under `name` (reward.combination_function)."""
-    return COMBINATION_FUNCTIONS.register(name)
+def register_combination_function(
+    name: str, per_group: bool = False, trl_scale_rewards: Optional[str] = None
+) -> Callable[[CombinationFunction], CombinationFunction]:
+    """Decorator: file `fn(scores, weights) -> float | None` under `name` (reward.combination_function).
+
+    per_group: the function combines a whole step instead, `fn(scores_per_completion, weights_per_completion,
+    group_ids) -> list`, seeing each prompt's group (stored as `per_group`). trl_scale_rewards: the TRL
+    scale_rewards it needs, if any (stored as `trl_scale_rewards`).
+    """
+
+    def decorator(fn: CombinationFunction) -> CombinationFunction:
+        fn.per_group = per_group  # type: ignore[attr-defined]
+        fn.trl_scale_rewards = trl_scale_rewards  # type: ignore[attr-defined]
+        return COMBINATION_FUNCTIONS.register(name)(fn)
+
+    return decorator
+
+
+def combine_step(function: CombinationFunction, scores: Sequence[Sequence[Score]],
+                 weights: Sequence[Sequence[float]], group_ids: Sequence[Hashable]) -> list[Score]:
+    """One combined reward per completion (`scores[i]`, `weights[i]`: completion i's rewards and their weights)."""
+    if getattr(function, "per_group", False):
+        return function(scores, weights, group_ids)
+    return [function(row, row_weights) for row, row_weights in zip(scores, weights)]
 
 
 def register_scaling_function(
@@ -97,6 +122,11 @@ def register_scaling_function(
 def required_scale_rewards(name: str) -> Optional[str]:
     """The TRL scale_rewards that scaling function `name` needs, or None when any value works."""
     return getattr(get_scaling_function(name), "trl_scale_rewards", None)
+
+
+def combination_scale_rewards(name: str) -> Optional[str]:
+    """The TRL scale_rewards that combination function `name` needs, or None when any value works."""
+    return getattr(get_combination_function(name), "trl_scale_rewards", None)
 
 
 def get_combination_function(name: str) -> CombinationFunction:
@@ -186,6 +216,43 @@ def minimum(scores: Sequence[Score], weights: Optional[Sequence[float]] = None) 
     """
     present = _present(scores, weights)
     return min(s for s, _ in present) if present else None
+
+
+@register_combination_function("normalize_then_sum", per_group=True, trl_scale_rewards="batch")
+def normalize_then_sum(scores: Sequence[Sequence[Score]], weights: Sequence[Sequence[float]],
+                       group_ids: Sequence[Hashable]) -> list[Score]:
+    """Each reward standardised within its prompt group, then the weighted sum (GDPO, arXiv 2601.05242).
+
+    TRL's multi_objective_aggregation 'normalize_then_sum' (verl's gdpo), for the rewards our one reward function
+    combines: per group and per reward, (score - group mean) / (group sample std + 1e-4) over the present scores;
+    a reward with fewer than two scores in a group adds nothing there, one that does not vary adds 0. Then the
+    weighted sum (None only when every score of the completion is None). TRL's scale_rewards 'batch' (set for
+    you) then divides by the batch's std, as TRL's option does, so no reward drowns another by its scale.
+
+    >>> [round(v, 3) for v in normalize_then_sum([[1.0, 0.0], [0.0, 0.0], [5.0, 2.0], [5.0, None]],
+    ...                                          [[1.0, 1.0]] * 4, ["a", "a", "b", "b"])]
+    [0.707, -0.707, 0.0, 0.0]
+    """
+    standardised: list[list[Optional[float]]] = [[None] * len(row) for row in scores]
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for index, group in enumerate(group_ids):
+        members[group].append(index)
+    for indices in members.values():
+        for k in range(len(scores[indices[0]])):
+            present = [i for i in indices if scores[i][k] is not None and not math.isnan(scores[i][k])]
+            if len(present) < 2:
+                continue
+            centre = sum(scores[i][k] for i in present) / len(present)
+            spread = math.sqrt(sum((scores[i][k] - centre) ** 2 for i in present) / (len(present) - 1))
+            for i in present:
+                standardised[i][k] = (scores[i][k] - centre) / (spread + GROUP_STD_EPS)
+    combined: list[Score] = []
+    for row, row_weights, normalised in zip(scores, weights, standardised):
+        if not _present(row, row_weights):
+            combined.append(None)
+            continue
+        combined.append(sum(w * v for v, w in zip(normalised, row_weights) if v is not None))
+    return combined
 
 
 # --------------------------------------------------------------------------------------------- scaling

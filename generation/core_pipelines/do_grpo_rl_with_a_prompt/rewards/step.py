@@ -88,7 +88,7 @@ class ScoredBatch:
     completions: list[str]
     dataset_names: list[str]
     per_reward: dict[str, list[Optional[float]]]
-    combined: list[Optional[float]]
+    combined: list[Optional[float]]  # filled for the whole step, after the exchange
     sources: list[str]
     mode: str = "train"
     trainer_state: Any = None
@@ -134,7 +134,7 @@ def exchange_step(part: Optional[ScoredBatch], failure: Optional[BaseException])
         completions=[text for batch in batches for text in batch.completions],
         dataset_names=[name for batch in batches for name in batch.dataset_names],
         per_reward={label: [score for batch in batches for score in batch.per_reward[label]] for label in part.per_reward},
-        combined=[value for batch in batches for value in batch.combined],
+        combined=[],
         sources=[source for batch in batches for source in batch.sources],
         mode=part.mode,
         trainer_state=part.trainer_state,

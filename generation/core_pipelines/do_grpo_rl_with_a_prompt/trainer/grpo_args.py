@@ -20,7 +20,7 @@ from generation.registry import did_you_mean
 
 from ..config.schema import KL_LOSS_TYPES, NODE_ONLY_TRAINING_KEYS, ConfigError, GRPOPipelineConfig
 from ..distributed import cuda_available, is_distributed
-from ..rewards.post_processors import required_scale_rewards
+from ..rewards.post_processors import combination_scale_rewards, required_scale_rewards
 from ..run.checkpoints import staging_dir
 from ..run.files import RunPaths
 from .backends.generation import stop_generation_kwargs, vllm_grpo_kwargs, vllm_importable
@@ -43,13 +43,18 @@ REPORTING_PACKAGES = {"azure_ml": "azureml-core", "flyte": "flytekit", "neptune"
 
 def effective_scale_rewards(config: GRPOPipelineConfig) -> str:
     """TRL's scale_rewards for this run: what the scaling function needs ('none' for the group normalisers,
-    'batch' for reinforce_plus_plus), else the config's value (default 'group').
+    'batch' for reinforce_plus_plus) or the combination function ('batch' for normalize_then_sum), else the
+    config's value (default 'group').
 
     An explicit, conflicting training_parameters.scale_rewards is an error (no double scaling), and so is
     multi_objective_aggregation 'normalize_then_sum' (it ignores scale_rewards) with such a scaling function.
     """
-    name = config.reward.scaling_function
-    required = required_scale_rewards(name)
+    reward = config.reward
+    setting = f"reward.scaling_function '{reward.scaling_function}'"
+    required = required_scale_rewards(reward.scaling_function)
+    if required is None and combination_scale_rewards(reward.combination_function):
+        setting = f"reward.combination_function '{reward.combination_function}'"
+        required = combination_scale_rewards(reward.combination_function)
     extra = config.training_parameters.model_extra or {}
     explicit = extra.get("scale_rewards")
     explicit = {True: "group", False: "none"}.get(explicit, explicit)
@@ -58,13 +63,13 @@ def effective_scale_rewards(config: GRPOPipelineConfig) -> str:
     what = "already normalises each prompt group" if required == "none" else f"needs TRL's scale_rewards '{required}'"
     if explicit not in (None, required):
         raise ConfigError(
-            f"reward.scaling_function '{name}' {what}; training_parameters.scale_rewards '{explicit}' would scale "
+            f"{setting} {what}; training_parameters.scale_rewards '{explicit}' would scale "
             f"{'twice' if required == 'none' else 'differently'}: remove it or set it to '{required}'"
         )
     if extra.get("multi_objective_aggregation") == "normalize_then_sum" and required != "none":
         raise ConfigError(
             f"training_parameters.multi_objective_aggregation 'normalize_then_sum' ignores scale_rewards, which "
-            f"reward.scaling_function '{name}' needs: keep the default 'sum_then_normalize'"
+            f"{setting} needs: keep the default 'sum_then_normalize'"
         )
     return required
 
