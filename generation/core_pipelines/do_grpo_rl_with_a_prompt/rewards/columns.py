@@ -24,6 +24,7 @@ from generation.errors import UserInputError
 
 from ..config.schema import GRPOPipelineConfig
 from ..data.columns import RENAMED_PREFIX, TRL_REWARD_ARGUMENTS
+from .judge.prompt import placeholders_in
 from .plan import RewardPlan
 
 ALWAYS_PRESENT = ("answer", "dataset_name", "source")
@@ -90,8 +91,6 @@ def _judge_shows_answer(function: Any) -> bool:
     messages = getattr(getattr(function, "prompt", None), "messages", None)
     if not isinstance(messages, (list, tuple)):
         return False
-    from .judge.prompt import placeholders_in
-
     return any("answer" in placeholders_in(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
 
 
@@ -123,7 +122,7 @@ def check_columns_read(config: GRPOPipelineConfig, rows: list[dict], plan: Rewar
             if missing:
                 hint = (f" (the rows' '{missing[0]}' reaches rewards as '{RENAMED_PREFIX}{missing[0]}': TRL or this "
                         "node passes an argument of that name itself)" if RENAMED_PREFIX + missing[0] in present
-                        else "")
+                        else " (the prompt reaches rewards as 'prompts')" if missing[0] == "prompt" else "")
                 raise UserInputError(
                     f"dataset '{name}': reward '{reward.label}' reads column '{missing[0]}', which no row of the "
                     f"dataset has{hint}; its rows have: {', '.join(present)}"
