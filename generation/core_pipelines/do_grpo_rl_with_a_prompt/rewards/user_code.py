@@ -16,6 +16,7 @@ asked for, with the nearest names.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from pathlib import Path
@@ -62,7 +63,7 @@ def import_object(path: str, dirs: Sequence[Path], known: Sequence[str]) -> Any:
     """
     make_importable(dirs)
     module_name, _, attribute = path.rpartition(".")
-    nearest = did_you_mean(attribute or path, list(known)).replace("did you mean", "nearest registered reward:")
+    nearest = _nearest_registered(attribute or path, known)
     if not module_name or not attribute:
         raise UserInputError(f"reward function '{path}' is not a registered name or a dotted import path{nearest}")
     where = f" (looked in the installed packages and {', '.join(str(d) for d in dirs)})"
@@ -72,6 +73,12 @@ def import_object(path: str, dirs: Sequence[Path], known: Sequence[str]) -> Any:
         raise UserInputError(f"reward function '{path}': module '{module_name}' has no attribute '{attribute}'"
                              f"{here}{nearest}")
     return getattr(module, attribute)
+
+
+def _nearest_registered(name: str, known: Sequence[str]) -> str:
+    """'; nearest registered rewards: a, b' (or all of them when none is close)."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    return f"; nearest registered rewards: {', '.join(close)}" if close else f"; registered rewards: {', '.join(known)}"
 
 
 def _find_file(entry: str, dirs: Sequence[Path]) -> Path:
