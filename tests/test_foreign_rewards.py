@@ -310,3 +310,10 @@ def test_trl_rewards_by_path_in_a_two_step_run_score_each_saved_completion_as_tr
         assert scores["think_format_reward"] == think_format_reward([[{"role": "assistant", "content": text}]])[0]
         candidates = {overlong([ids])[0] for ids in ids_by_text[text]}
         assert candidates == {scores["get_soft_overlong_punishment"]}
+
+
+def test_the_nodes_own_reward_functions_file_listed_in_reward_modules_is_not_imported_twice():
+    node = Path(__file__).resolve().parents[1] / "generation/core_pipelines/do_grpo_rl_with_a_prompt"
+    plan = resolve_rewards(config([{"name": "mentions_keyword", "keyword": "x"}], modules=["reward_functions.py"]),
+                           config_dir=node)  # the shipped config.yaml's folder
+    assert [r.label for r in plan.per_dataset["a"]] == ["mentions_keyword"]

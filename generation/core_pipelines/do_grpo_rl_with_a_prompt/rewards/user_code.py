@@ -48,6 +48,10 @@ def import_reward_modules(entries: Sequence[str], dirs: Sequence[Path]) -> list[
     for entry in entries:
         if entry.endswith(".py") or "/" in entry or "\\" in entry:
             file = _find_file(entry, dirs)
+            loaded = _loaded_from(file)  # e.g. the node's own reward_functions.py: never imported twice
+            if loaded is not None:
+                modules.append(loaded)
+                continue
             make_importable([file.parent])
             modules.append(_import(file.stem, f"reward.modules: '{entry}'", expected_file=file))
         else:
@@ -88,6 +92,15 @@ def _find_file(entry: str, dirs: Sequence[Path]) -> Path:
         if candidate.is_file():
             return candidate.resolve()
     raise UserInputError(f"reward.modules: file '{entry}' not found (tried {', '.join(str(c) for c in candidates)})")
+
+
+def _loaded_from(file: Path) -> ModuleType | None:
+    """The module already imported from `file` (under whatever name), or None."""
+    for module in list(sys.modules.values()):
+        found = getattr(module, "__file__", None)
+        if found and Path(found).resolve() == file:
+            return module
+    return None
 
 
 def _import(name: str, what: str, expected_file: Path | None = None, hint: str = "") -> ModuleType:
