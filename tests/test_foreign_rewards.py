@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards.results import R
 from generation.errors import UserInputError
 from test_pipeline_e2e import sharegpt_file, tiny_config
 
+ROOT = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "system", "content": "Think first."}, {"role": "user", "content": "2+2?"}]
 TEXTS = ["<think>\nadd them\n</think>\n4", "<think>\nno close tag\n4", "4", "<think>a</think><think>b</think>4"]
 
@@ -272,48 +276,71 @@ def test_a_per_sample_reward_keeps_the_result_checks_and_reads_columns_by_name(t
 
 # ----------------------------------------------------------------------------------- a real run
 
+IDS_PROBE = """
+import json, os
 
-def test_trl_rewards_by_path_in_a_two_step_run_score_each_saved_completion_as_trl(tmp_path, tiny_model_dir):
-    """think_format_reward and get_soft_overlong_punishment by path; the ids each completion had are recorded by a
-    plain function beside the config, so TRL's own functions can score every saved completion independently."""
-    write_module(tmp_path, "ids_probe", """
-        import json, os
+def record_ids(completions, completion_ids, **kwargs):
+    with open(os.path.join(os.path.dirname(__file__), f"ids_{os.environ.get('RANK', '0')}.jsonl"), "a") as handle:
+        for completion, ids in zip(completions, completion_ids):
+            handle.write(json.dumps({"text": completion[0]["content"], "ids": list(ids)}) + "\\n")
+    return [0.0] * len(completions)
+"""
 
-        def record_ids(completions, completion_ids, **kwargs):
-            with open(os.path.join(os.path.dirname(__file__), "ids.jsonl"), "a") as handle:
-                for completion, ids in zip(completions, completion_ids):
-                    handle.write(json.dumps({"text": completion[0]["content"], "ids": list(ids)}) + "\\n")
-            return [0.0] * len(completions)
-    """)
-    # generation stops at the first space (the tiny model emits one often), so completion lengths vary
-    path = tiny_config(tmp_path, tiny_model_dir, max_steps=2, max_completion_length=12, save_steps=2,
-                       model_stop_sequences=[" "])
+
+def trl_rewards_config(tmp_path: Path, model_dir: Path, **training) -> Path:
+    """think_format_reward and get_soft_overlong_punishment by path, every completion saved; the ids each completion
+    had are recorded by a plain function beside the config, so TRL's own functions can score it independently.
+    Generation stops at the first space (the tiny model emits one often), so completion lengths vary."""
+    (tmp_path / "ids_probe.py").write_text(IDS_PROBE)
+    path = tiny_config(tmp_path, model_dir, max_completion_length=12, model_stop_sequences=[" "], **training)
     edit = yaml.safe_load(path.read_text())
-    edit["reward"]["score_save_threshold"] = -100  # save every completion with its scores
+    edit["reward"]["score_save_threshold"] = -100
+    edit["dataset_settings"]["total_rows"] = 16
     edit["datasets"][0]["reward_funcs"] = [
         {"name": "trl.rewards.think_format_reward"},
         {"name": "trl.rewards.get_soft_overlong_punishment", "max_completion_len": 8, "soft_punish_cache": 6},
         {"name": "ids_probe.record_ids"},
     ]
     path.write_text(yaml.safe_dump(edit))
-    outcome = run_grpo_pipeline(path)
-    assert outcome.steps == 2
+    return path
+
+
+def assert_scored_as_trl(tmp_path: Path, steps: int, per_step: int) -> None:
     ids_by_text: dict[str, list] = {}
-    for line in (tmp_path / "ids.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        ids_by_text.setdefault(record["text"], []).append(record["ids"])
+    for probe in tmp_path.glob("ids_*.jsonl"):
+        for line in probe.read_text().splitlines():
+            record = json.loads(line)
+            ids_by_text.setdefault(record["text"], []).append(record["ids"])
     examples = [json.loads(line) for line in (tmp_path / "run" / "high_scoring_examples.jsonl").read_text().splitlines()]
-    assert len(examples) == 2 * 4  # two steps of 4 completions, every one saved
+    assert sorted(e["step"] for e in examples) == [step for step in range(1, steps + 1) for _ in range(per_step)]
     overlong = get_soft_overlong_punishment(8, 6)
     for example in examples:
         text, scores = example["completion"], example["scores"]
         assert scores["think_format_reward"] == think_format_reward([[{"role": "assistant", "content": text}]])[0]
-        candidates = {overlong([ids])[0] for ids in ids_by_text[text]}
-        assert candidates == {scores["get_soft_overlong_punishment"]}
+        assert {overlong([ids])[0] for ids in ids_by_text[text]} == {scores["get_soft_overlong_punishment"]}
+
+
+
+def test_trl_rewards_by_path_in_a_two_step_run_score_each_saved_completion_as_trl(tmp_path, tiny_model_dir):
+    outcome = run_grpo_pipeline(trl_rewards_config(tmp_path, tiny_model_dir, max_steps=2, save_steps=2))
+    assert outcome.steps == 2
+    assert_scored_as_trl(tmp_path, steps=2, per_step=4)
+
+
+def test_trl_rewards_by_path_with_two_processes(tmp_path, tiny_model_dir):
+    """Each rank imports the config folder's module and scores its share; every completion is saved once."""
+    path = trl_rewards_config(tmp_path, tiny_model_dir, max_steps=2, save_steps=2)
+    launched = subprocess.run([sys.executable, str(ROOT / "run_augmentoolkit.py"), "--num-processes", "2",
+                               "--node", "grpo-rl-pipeline", "--config", str(path)],
+                              cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stdout[-4000:]
+    assert sorted(p.name for p in tmp_path.glob("ids_*.jsonl")) == ["ids_0.jsonl", "ids_1.jsonl"]
+    assert_scored_as_trl(tmp_path, steps=2, per_step=2 * 4)
 
 
 def test_the_nodes_own_reward_functions_file_listed_in_reward_modules_is_not_imported_twice():
-    node = Path(__file__).resolve().parents[1] / "generation/core_pipelines/do_grpo_rl_with_a_prompt"
+    node = ROOT / "generation/core_pipelines/do_grpo_rl_with_a_prompt"
     plan = resolve_rewards(config([{"name": "mentions_keyword", "keyword": "x"}], modules=["reward_functions.py"]),
                            config_dir=node)  # the shipped config.yaml's folder
     assert [r.label for r in plan.per_dataset["a"]] == ["mentions_keyword"]
