@@ -104,7 +104,7 @@ def run_grpo_pipeline(
     # 3. Rewards: every name resolved, every initializer run once, before the model loads. Then TRL's
     #    GRPOConfig is built from ours (this imports TRL), so a value TRL refuses fails here, not after loading.
     with naming_the_file(config_path):
-        plan = resolve_rewards(config)
+        plan = resolve_rewards(config, config_dir=Path(config_path).parent)
         check_columns_read(config, data.train_rows + data.eval_rows, plan)  # a reward reading a column no row has
         build_grpo_config(config, paths, has_eval=bool(data.eval_rows), source=str(config_path))
     print(describe_plan(config, data, plan, processes, notes=(batch_note,)))

@@ -7,6 +7,10 @@ How a reward works (the full contract is in rewards/registry.py):
   text) and `**columns`, which hold `answer` (the dataset's own reply to that prompt), `dataset_name` and
   the row's other columns. It returns one float per completion, or None for "no opinion".
 - It may be `async def` if it waits on something (an API, a sandbox): async rewards run concurrently.
+- Coming from Augmentoolkit (a reward that scores ONE completion, `completions[0]["content"]`, and returns one
+  float): paste it here unchanged and write `@register_reward_function("name", per_sample=True)`.
+- Rewards written for TRL (`f(completions, **kwargs)`) need no registration: name them by their import path in
+  `reward_funcs` (`trl.rewards.think_format_reward`, `my_rewards.brevity` for my_rewards.py beside the config).
 
     datasets:
       - path: inputs/my_data.jsonl

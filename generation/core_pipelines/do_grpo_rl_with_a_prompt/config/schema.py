@@ -321,6 +321,12 @@ class RewardSettings(Section):
         30.0, gt=0, description="A reward call still running after this many seconds is named on the console "
         "(again at each doubling); null: never."
     )
+    modules: list[str] = Field(
+        default_factory=list, description="Your own files of rewards, imported before the rewards are resolved: "
+        ".py files (relative to the config file's folder, then the working directory) or module names, e.g. "
+        "[reward_functions.py]; the rewards they register with @register_reward_function are named like the "
+        "built-in ones."
+    )
 
     @field_validator("scaling_function")
     @classmethod
@@ -337,7 +343,11 @@ class RewardFunctionConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(..., description="A name registered with @register_reward_function.")
+    name: str = Field(
+        ..., description="A name registered with @register_reward_function, or a dotted import path to a TRL-style "
+        "reward function or factory (trl.rewards.think_format_reward, my_rewards.brevity; the config file's folder "
+        "and the working directory are importable)."
+    )
     weight: float = Field(1.0, description="Weight in weighted combinations.")
     time_limit_s: Optional[float] = Field(
         None, gt=0, description="Seconds this reward may take per batch (default: reward.time_limit_s)."

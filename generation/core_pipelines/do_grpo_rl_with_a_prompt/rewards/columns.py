@@ -122,7 +122,7 @@ def check_columns_read(config: GRPOPipelineConfig, rows: list[dict], plan: Rewar
             if missing:
                 hint = (f" (the rows' '{missing[0]}' reaches rewards as '{RENAMED_PREFIX}{missing[0]}': TRL or this "
                         "node passes an argument of that name itself)" if RENAMED_PREFIX + missing[0] in present
-                        else "")
+                        else " (the prompt reaches rewards as 'prompts')" if missing[0] == "prompt" else "")
                 raise UserInputError(
                     f"dataset '{name}': reward '{reward.label}' reads column '{missing[0]}', which no row of the "
                     f"dataset has{hint}; its rows have: {', '.join(present)}"

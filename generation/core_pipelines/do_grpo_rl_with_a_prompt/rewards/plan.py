@@ -3,7 +3,8 @@
 Every name is looked up in the registry and every initializer's arguments checked against its signature, and
 each initializer runs once, all before any model loads (so a typo or a missing judge prompt fails at
 --dry-run). Identical entries shared by several datasets share one initialized reward (one judge client, one
-cache).
+cache). A name may also be a dotted import path to a TRL-style reward function or factory (adapters.py), found
+with the config file's folder and the working directory importable (user_code.py).
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from generation.errors import UserInputError
 from generation.registry import UnknownNameError
 
 from ..config.schema import SEED_DATASET_LLM_KEYS, GRPOPipelineConfig
+from .adapters import ORIGIN, find_initializer, is_async_callable
 from .post_processors import check_scaling_kwargs, get_combination_function, get_scaling_function
 from .registry import RewardFunction, check_initializer_kwargs, load_reward_modules
+from .user_code import importable_dirs
 
 
 @dataclass
@@ -30,6 +34,7 @@ class ResolvedReward:
     function: RewardFunction
     is_async: bool
     time_limit_s: Optional[float] = None  # seconds per call; None: no limit
+    origin: str = ""  # where an adapted reward came from (adapters.py), e.g. "TRL reward function trl.rewards.x"
 
 
 @dataclass
@@ -48,27 +53,30 @@ class RewardPlan:
     def describe(self) -> str:
         lines = []
         for dataset, rewards in self.per_dataset.items():
-            parts = [f"{r.label} (weight {r.weight:g}{', async' if r.is_async else ''})" for r in rewards]
+            parts = [f"{r.label} (weight {r.weight:g}{', async' if r.is_async else ''}{', ' + r.origin if r.origin else ''})"
+                     for r in rewards]
             lines.append(f"  {dataset}: {', '.join(parts) or 'NO REWARDS'}")
         return "\n".join(lines)
 
 
-def resolve_rewards(config: GRPOPipelineConfig) -> RewardPlan:
+def resolve_rewards(config: GRPOPipelineConfig, config_dir: Optional[Path] = None) -> RewardPlan:
     """Resolve every reward name, check its kwargs against its initializer, and run each initializer once.
 
     Identical (name, kwargs) entries shared by several datasets share one initialized reward (one judge
-    client, one cache). Raises UserInputError naming the reward before any model loads.
+    client, one cache). `config_dir`, the config file's folder, is where reward.modules and dotted paths are
+    looked for first (then the working directory). Raises UserInputError naming the reward before any model loads.
     """
     check_reward_settings(config)
-    registry = load_reward_modules()
+    dirs = importable_dirs(config_dir)
+    registry = load_reward_modules(config.reward.modules, dirs)
     initialized: dict[str, RewardFunction] = {}
     per_dataset: dict[str, list[ResolvedReward]] = {}
     for index, dataset in enumerate(config.datasets):
         rewards: list[ResolvedReward] = []
         for entry in dataset.reward_funcs:
             try:
-                initializer = registry.get(entry.name)
-            except UnknownNameError as error:
+                initializer = find_initializer(entry.name, registry, dirs)
+            except UserInputError as error:
                 raise UserInputError(f"datasets[{index}] ({dataset.display_name}).reward_funcs: {error}") from None
             kwargs = _with_dataset_judge_defaults(entry.kwargs, dataset, initializer)
             check_initializer_kwargs(entry.name, initializer, kwargs)
@@ -81,9 +89,11 @@ def resolve_rewards(config: GRPOPipelineConfig) -> RewardPlan:
                         f"datasets[{index}] ({dataset.display_name}): reward '{entry.name}': {error}"
                     ) from error
             function = initialized[key]
-            label = _unique_label(entry.name, [r.label for r in rewards])
+            base = entry.name if entry.name in registry else entry.name.rpartition(".")[2]  # a dotted path's last part
+            label = _unique_label(base, [r.label for r in rewards])
             time_limit = entry.time_limit_s or config.reward.time_limit_s
-            rewards.append(ResolvedReward(label, entry.weight, function, _is_async(function), time_limit))
+            rewards.append(ResolvedReward(label, entry.weight, function, is_async_callable(function), time_limit,
+                                          getattr(initializer, ORIGIN, "")))
         per_dataset[dataset.display_name] = rewards
     return RewardPlan(per_dataset)
 
@@ -128,7 +138,3 @@ def _unique_label(name: str, taken: list[str]) -> str:
     while label in taken:
         label, n = f"{name}_{n}", n + 1
     return label
-
-
-def _is_async(function: Any) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(getattr(function, "__call__", None))

@@ -23,6 +23,11 @@ The returned reward is called as `reward(prompts, completions, **columns)` where
 It returns N floats, or None where it has no opinion (that completion is left out of this reward).
 It may be `async def` (LLM judges are): all async rewards of a step run concurrently.
 
+Rewards written for TRL (`f(completions, **kwargs)`, named by a dotted import path such as
+`trl.rewards.think_format_reward`) and Augmentoolkit's per-completion rewards (`per_sample=True` below) are
+adapted into this contract by adapters.py. Decorated rewards may also live in the user's own files, listed in
+`reward.modules` (user_code.py).
+
 An initializer decorated with `@typed_arguments` has its arguments checked against (and converted to) their
 annotations when it runs, i.e. at start-up and at --dry-run: `temperature: abc` or `metric_name: [1]` is a
 one-line error naming the argument, `cache: "false"` reads as false (pydantic's conversions).
@@ -33,6 +38,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar, Union
 
 from pydantic import ConfigDict, ValidationError, validate_call
@@ -41,6 +47,8 @@ from generation.errors import UserInputError
 from generation.registry import Registry
 
 from ..config.redaction import is_secret_key
+from .adapters import per_sample_initializer
+from .user_code import import_reward_modules
 
 RewardOutput = Union[Sequence[Union[float, None]], Awaitable[Sequence[Union[float, None]]]]
 RewardFunction = Callable[..., RewardOutput]
@@ -56,15 +64,27 @@ REWARD_MODULES = (
 )
 
 
-def register_reward_function(name: str) -> Callable[[RewardInitializer], RewardInitializer]:
-    """Decorator: file a reward initializer under `name`, the name datasets use in `reward_funcs`."""
-    return REWARD_FUNCTIONS.register(name)
+def register_reward_function(name: str, per_sample: bool = False) -> Callable[[RewardInitializer], RewardInitializer]:
+    """Decorator: file a reward initializer under `name`, the name datasets use in `reward_funcs`.
+
+    per_sample: the reward the initializer returns scores ONE completion, as Augmentoolkit's rewards do
+    (`inner(prompts, completions, answer, **kwargs) -> float`, called once per completion with
+    `completions[0]["content"]`, `prompts[-1]["content"]`, `answer` the reference text; adapters.py).
+    """
+
+    def decorator(initializer: RewardInitializer) -> RewardInitializer:
+        registered = per_sample_initializer(initializer) if per_sample else initializer
+        return REWARD_FUNCTIONS.register(name)(registered)
+
+    return decorator
 
 
-def load_reward_modules() -> Registry[RewardInitializer]:
-    """Import every module that registers rewards (idempotent) and return the registry."""
+def load_reward_modules(modules: Sequence[str] = (), dirs: Sequence[Path] = ()) -> Registry[RewardInitializer]:
+    """Import every module that registers rewards, then the user's `reward.modules` (files or module names,
+    found in `dirs`); idempotent. Returns the registry."""
     for module in REWARD_MODULES:
         importlib.import_module(module)
+    import_reward_modules(modules, dirs)
     return REWARD_FUNCTIONS
 
 
