@@ -104,7 +104,6 @@ def test_a_real_run_of_upstream_config_records_the_raised_batch(tmp_path, tiny_m
             "--set", f"datasets.0.eval_llm_base_url={server.base_url}",
             "--set", f"datasets.0.reward_funcs.0.eval_llm_base_url={server.base_url}",
         ])
-        judged = server.calls
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert [int(n) for n in NOTE.findall(printed)] == [6]

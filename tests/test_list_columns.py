@@ -216,8 +216,9 @@ def test_the_dry_run_exits_2_naming_the_reward_and_the_column(tmp_path):
 def test_doctests():
     import doctest
 
-    from generation.core_pipelines.do_grpo_rl_with_a_prompt import data_values, json_columns, reward_columns
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.data import json_columns, values
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.rewards import columns
 
-    for module in (data_values, json_columns, reward_columns):
+    for module in (values, json_columns, columns):
         result = doctest.testmod(module)
         assert result.attempted and not result.failed, module.__name__
