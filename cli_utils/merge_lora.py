@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python cli_utils/merge_lora.py`
     sys.path.insert(0, str(ROOT))
 
+from cli_utils.adapter_fit import find_mismatches  # noqa: E402
 from cli_utils.cli_io import CliInputError  # noqa: E402
 from cli_utils.gguf_export import GGUFExportError, check_export, converter_arch, export_gguf, find_full_model  # noqa: E402
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer.model_loading import (  # noqa: E402
@@ -155,55 +156,6 @@ def adapter_tensor_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]]:
         state = torch.load(bin_file, map_location="cpu", weights_only=True, mmap=True)
         return {key: tuple(value.shape) for key, value in state.items()}
     raise MergeError(f"{adapter_dir} has adapter_config.json but no adapter_model.safetensors or .bin")
-
-
-LORA_PARTS = (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B", ".lora_magnitude_vector")
-
-
-def find_mismatches(skeleton: Any, shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    """Problems fitting the adapter's tensors onto `skeleton` (the base built on the meta device)."""
-    modules = dict(skeleton.named_modules())
-    params = dict(skeleton.named_parameters())
-    problems: list[str] = []
-    for key, shape in shapes.items():
-        name = key.removeprefix("base_model.model.")
-        part = next((p for p in LORA_PARTS if p in name), None)
-        if part is None:  # a full copy of a module (modules_to_save): the base needs the same parameter
-            base_name = name.replace(".modules_to_save.default", "")
-            if base_name not in params:
-                problems.append(f"{base_name}: not in the base model")
-            elif tuple(params[base_name].shape) != shape:
-                problems.append(f"{base_name}: adapter has shape {list(shape)}, base has {list(params[base_name].shape)}")
-            continue
-        module_name = name.split(part)[0]
-        module = modules.get(module_name)
-        if module is None:
-            problems.append(f"{module_name}: target module not in the base model")
-            continue
-        expected = _expected_shape(module, part, shape)
-        if expected is not None and tuple(expected) != shape:
-            problems.append(f"{module_name}{part.rstrip('.')}: adapter has shape {list(shape)}, base needs {list(expected)}")
-    return problems
-
-
-def _expected_shape(module: Any, part: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The shape `part` must have on `module` (rank taken from the adapter), or None when unknown."""
-    if hasattr(module, "in_features") and hasattr(module, "out_features"):  # nn.Linear
-        fan_in, fan_out = module.in_features, module.out_features
-    elif type(module).__name__ == "Conv1D":  # GPT-2 style, weight is (in, out)
-        fan_in, fan_out = module.weight.shape
-    elif hasattr(module, "num_embeddings"):  # nn.Embedding
-        fan_in, fan_out = module.num_embeddings, module.embedding_dim
-    else:
-        return None
-    rank = shape[0] if part in (".lora_A.", ".lora_embedding_A") else shape[-1]
-    return {
-        ".lora_A.": (rank, fan_in),
-        ".lora_embedding_A": (rank, fan_in),
-        ".lora_B.": (fan_out, rank),
-        ".lora_embedding_B": (fan_out, rank),
-        ".lora_magnitude_vector": (fan_out,),
-    }[part]
 
 
 # ------------------------------------------------------------------------------------------- model
