@@ -23,7 +23,7 @@ from generation.errors import UserInputError
 from .config.files import load_config, naming_the_file
 from .config.redaction import redact_secrets
 from .config.schema import ConfigError, GRPOPipelineConfig
-from .data.sampling import sample_datasets
+from .data.sampling import dataset_directories, sample_datasets
 from .data.truncation import PromptTokens, fit_prompts_to_length
 from .distributed import (
     distributed_problem, is_distributed, is_main_process, run_on_main, single_gpu_only_problem, world_size,
@@ -91,12 +91,9 @@ def run_grpo_pipeline(
 
     # 2. Data: sampled first (cheap), so a bad file fails fast.
     data = sample_datasets(config.datasets, config.dataset_settings, seed=seed, base_dir=base_dir)
-    data_dirs = {f"datasets[{i}].path": base_dir / d.path for i, d in enumerate(config.datasets)}
-    if config.dataset_settings.eval_path:
-        data_dirs["dataset_settings.eval_path"] = base_dir / config.dataset_settings.eval_path
     paths = RunPaths(base_dir / config.training_parameters.output_dir)
-    with naming_the_file(config_path):
-        check_output_dir_outside_data(paths.root, {key: path for key, path in data_dirs.items() if path.is_dir()})
+    with naming_the_file(config_path):  # the run's own files must never be read as data
+        check_output_dir_outside_data(paths.root, dataset_directories(config.datasets, config.dataset_settings, base_dir))
     if not data.train_rows:
         raise ConfigError(f"{config_path}: the datasets give no training rows (each gives its percentage of "
                           "dataset_settings.total_rows, less bad rows and its eval_percentage): raise them")

@@ -59,7 +59,7 @@ from ..config.schema import DatasetConfig, DatasetSettings
 from .formats import DataError, open_reader
 from .hub import open_hub_dataset
 
-__all__ = ["DataReport", "SampledData", "sample_datasets"]
+__all__ = ["DataReport", "SampledData", "dataset_directories", "sample_datasets"]
 
 BAD_EXAMPLES_PER_DATASET = 5
 DETECT_ROWS = 20
@@ -239,6 +239,17 @@ def _sample_eval_path(settings, seed, base_dir, report) -> list[dict]:
     label = rows[0]["source"].rsplit(":", 1)[0] if rows else str(_locate(settings.eval_path, base_dir)[0])
     report.eval_path_entry = (label, key)
     return rows
+
+
+def dataset_directories(datasets: list[DatasetConfig], settings: DatasetSettings,
+                        base_dir: Path | None = None) -> dict[str, Path]:
+    """The local dataset directories the config reads (config key -> directory): save_to_disk outputs and
+    folders of data files."""
+    paths = {f"datasets[{i}].path": dataset.path for i, dataset in enumerate(datasets)}
+    if settings.eval_path:
+        paths["dataset_settings.eval_path"] = settings.eval_path
+    located = {key: _locate(path, base_dir) for key, path in paths.items()}
+    return {key: local for key, (local, is_file) in located.items() if local is not None and not is_file}
 
 
 def _locate(path: str, base_dir: Path | None) -> tuple[Path | None, bool]:
