@@ -25,6 +25,7 @@ SECTIONS = [
     ("training_parameters", schema.TrainingParameters),
     ("model", schema.ModelConfig),
     ("reward", schema.RewardSettings),
+    ("reward.dynamic_sampling", schema.DynamicSampling),
     ("datasets[]", schema.DatasetConfig),
     ("datasets[].reward_funcs[]", schema.RewardFunctionConfig),
     ("dataset_settings", schema.DatasetSettings),
@@ -48,7 +49,7 @@ def config_reference() -> str:
 
 
 def _type_name(annotation: typing.Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("NoneType", "None")
+    text = str(annotation).replace("typing.", "").replace("NoneType", "None").replace(f"{schema.__name__}.", "")
     for prefix in ("<class '", "'>"):
         text = text.replace(prefix, "")
     return f"`{text}`".replace("|", "\\|")

@@ -13,7 +13,7 @@ Signals: accelerate runs in a session of its own, and the SIGINT, SIGTERM or SIG
 Ctrl-C in the terminal, `kill PID`, a scheduler, `docker stop`) is passed on to it; torchrun's agent hands
 it to every rank, which finishes its step, saves a checkpoint and exits 130 / 143, and the launcher returns
 after them. A scheduler that signals every process reaches each rank twice (directly and through the
-agent): the second SIGTERM changes nothing (lifecycle.py).
+agent): the second SIGTERM changes nothing (run/stop.py).
 The agent waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds for the ranks before it kills them: 600 unless set
 (torch's default, 30, is short for a step and a checkpoint of a large model; a torch without that
 variable always waits 30).

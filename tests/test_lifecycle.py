@@ -38,7 +38,8 @@ def start_run(config: Path) -> subprocess.Popen:
     """The real command line, in a subprocess, with the slow test reward registered."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     code = (
-        f"import sys; sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT)!r}]; import slow_reward, run_augmentoolkit; "
+        f"import sys; sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT)!r}]; import slow_reward, round_rewards, "
+        "run_augmentoolkit; "
         f"sys.exit(run_augmentoolkit.main(['--node', 'grpo-rl-pipeline', '--config', {str(config)!r}]))"
     )
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -54,6 +55,19 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> Non
             process.kill()
             raise AssertionError(f"{path} did not appear in time")
         time.sleep(0.2)
+
+
+def kill_9_then_rerun(config: Path, run: Path) -> str:
+    """Start the run in a subprocess, kill -9 it once checkpoint-3 appears, run it again to the end; its output."""
+    process = start_run(config)
+    wait_for(run / "checkpoints" / "checkpoint-3", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    rerun = start_run(config)
+    output, _ = rerun.communicate(timeout=400)
+    assert rerun.returncode == 0, output[-3000:]
+    assert "resuming from" in output
+    return output
 
 
 def rows_per_step(batches: list[dict]) -> list[list[str]]:
@@ -73,17 +87,8 @@ def uninterrupted(tmp_path_factory, tiny_model_dir) -> Path:
 
 
 def test_kill_9_then_rerun_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, uninterrupted):
-    config = lifecycle_config(tmp_path, tiny_model_dir, "run")
     run = tmp_path / "run"
-    process = start_run(config)
-    wait_for(run / "checkpoints" / "checkpoint-3", process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-    rerun = start_run(config)
-    output, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, output[-3000:]
-    assert "resuming from" in output
+    kill_9_then_rerun(lifecycle_config(tmp_path, tiny_model_dir, "run"), run)
 
     # same steps, same data order, no duplicate or torn lines
     resumed_batches = step_lines(run / "batches.jsonl")

@@ -167,10 +167,9 @@ def build_reward_and_callbacks(config: GRPOPipelineConfig, plan: RewardPlan, pat
                                steps: int = 0) -> tuple[Any, list]:
     """The combined reward TRL calls, with the high-scoring saver, batch log and sample printer attached."""
     every = config.training_parameters.sample_every or max(1, (steps or config.training_parameters.max_steps) // 5)
-    listeners = [
-        SamplePrinter(every=every),
-        BatchLog(JsonlAppender(paths.root / "batches.jsonl")),
-    ]
+    listeners = [SamplePrinter(every=every)]
+    if config.reward.dynamic_sampling is None:  # with it, trainer/judged_rounds.py writes which rows each step trained on
+        listeners.append(BatchLog(JsonlAppender(paths.root / "batches.jsonl")))
     if config.reward.high_scoring_save_path and config.reward.score_save_threshold is not None:
         appender = JsonlAppender(paths.root / config.reward.high_scoring_save_path)
         listeners.append(HighScoringSaver(appender, config.reward.score_save_threshold))

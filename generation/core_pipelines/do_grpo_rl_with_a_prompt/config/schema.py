@@ -293,6 +293,20 @@ class ModelConfig(Section):
 # ----------------------------------------------------------------------------------------------- reward
 
 
+class DynamicSampling(Section):
+    """reward.dynamic_sampling: drop prompt groups whose rewards tie and refill the step with fresh prompts."""
+
+    max_rounds: int = Field(
+        4, ge=1, description="Most generation rounds (each a full generation batch of fresh prompts, generated and "
+        "scored) per training batch, the first included; still short after them, the step trains on the untied rows "
+        "it has, the missing rows filled with tied ones that carry no token into the loss."
+    )
+    min_std: float = Field(
+        0.0, ge=0.0, description="A prompt group whose rewards (as TRL receives them: the combined reward after "
+        "scaling_function) have a standard deviation at most this is dropped: its advantages are all 0."
+    )
+
+
 class RewardSettings(Section):
     """How the per-function rewards become one training signal, and which completions are kept."""
 
@@ -327,6 +341,22 @@ class RewardSettings(Section):
         "[reward_functions.py]; the rewards they register with @register_reward_function are named like the "
         "built-in ones."
     )
+
+    overlap_judging: bool = Field(
+        False, description="Hide judge latency: step k trains while the judge scores the completions of step k+1, "
+        "generated (with their log-probs) before step k's update, so training is one step off-policy (the loss's "
+        "ratio uses the generating policy's log-probs). Only runs with an async reward (an LLM judge); a resumed "
+        "run regenerates the round that was being judged."
+    )
+    dynamic_sampling: Optional[DynamicSampling] = Field(
+        None, description="Drop prompt groups whose rewards tie (nothing to learn) and refill the step with groups of "
+        "fresh prompts (DAPO's dynamic sampling): {max_rounds, min_std}, or true for the defaults; null: off."
+    )
+
+    @field_validator("dynamic_sampling", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        return {True: {}, False: None}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("scaling_function")
     @classmethod

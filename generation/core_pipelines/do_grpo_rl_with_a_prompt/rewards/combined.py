@@ -60,6 +60,9 @@ class CombinedReward:
     slow_notice_s: Optional[float] = 30.0
     notify: Callable[[str], None] = print
     json_columns: frozenset = frozenset()  # columns TRL hands over as JSON text (data/json_columns.py): decoded here
+    # trainer/judged_rounds.py (overlap_judging): this rank's part, scored in the background by score_part; the
+    # next call takes it (a concurrent future) instead of scoring again. Set and cleared around that call.
+    prefetched_part: Any = None
 
     _last_call: Optional[float] = None
 
@@ -72,10 +75,10 @@ class CombinedReward:
         self._caller = RewardCaller(self.slow_notice_s, self.notify)
 
     async def __call__(self, prompts: list, completions: list, **columns: Any) -> list[Optional[float]]:
-        columns = decode_columns(columns, self.json_columns)
         part, failure = None, None
         try:
-            part = await self._score_part(prompts, completions, columns)
+            part = await (asyncio.wrap_future(self.prefetched_part) if self.prefetched_part is not None
+                          else self.score_part(prompts, completions, **columns))
         except Exception as error:  # raised again by exchange_step, on every rank
             failure = error
         step, start = exchange_step(part, failure)
@@ -86,8 +89,10 @@ class CombinedReward:
             self.on_scored(step)
         return scaled[start:start + len(part.completions)]
 
-    async def _score_part(self, prompts: list, completions: list, columns: dict) -> ScoredBatch:
-        """This process's completions, scored by their datasets' rewards (combined after the exchange)."""
+    async def score_part(self, prompts: list, completions: list, **columns: Any) -> ScoredBatch:
+        """This process's completions, scored by their datasets' rewards (combined after the exchange): the reward
+        calls only, no collective, nothing written (overlap_judging runs it in the background)."""
+        columns = decode_columns(columns, self.json_columns)
         texts = [completion_text(c, self.stop_sequences) for c in completions]
         dataset_names = columns.get("dataset_name") or [next(iter(self.plan.per_dataset))] * len(texts)
         metrics = StepMetrics()  # what the rewards log, merged over the processes by exchange_step

@@ -24,11 +24,13 @@ RESUME_CRITICAL = {
     "datasets": None,  # any change, except to the rewards (REWARD_KEYS)
     "dataset_settings": None,
     "launch": ("world_size",),  # the number of processes: another one gives other batches and RNG states
+    "reward": ("overlap_judging", "dynamic_sampling"),  # they decide which prompts each step draws (issue 22)
 }
 REWARD_KEYS = ("reward_funcs", *SEED_DATASET_LLM_KEYS)
 """Dataset keys that may change on resume: which rewards score the rows, and the judge's URL, key, model."""
-SNAPSHOT_DEFAULTS = {("launch", "world_size"): 1}
-"""Values assumed for keys that older run directories did not record."""
+SNAPSHOT_DEFAULTS = {("launch", "world_size"): 1, ("reward", "overlap_judging"): False,
+                     ("reward", "dynamic_sampling"): "off"}
+"""Values assumed for keys that older run directories did not record (dynamic_sampling: also when it is off)."""
 
 
 def finished_steps(paths: RunPaths, previous: Optional[dict], current: dict) -> Optional[int]:

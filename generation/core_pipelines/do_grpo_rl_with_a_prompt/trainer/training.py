@@ -19,6 +19,7 @@ from ..run.files import RunPaths
 from ..run.stop import RunStopError, make_stop_callback
 from .batching import generation_round_steps
 from .grpo_args import build_grpo_config
+from .judged_rounds import round_settings_for, rounds_trainer_class
 
 CHECKPOINT_PREFIX = "checkpoint"
 
@@ -54,7 +55,9 @@ def train(
                              model_dtype=model_dtype, engine_kwargs=loaded.grpo_kwargs)
     as_json = json_columns(train_rows + eval_rows)  # list and object columns travel as JSON text ...
     reward_function.json_columns = as_json  # ... and the reward decodes them
-    trainer = GRPOTrainer(
+    # issue 22: judge latency hidden behind training / tied groups refilled (judged_rounds.py); else GRPOTrainer itself
+    trainer_class = rounds_trainer_class(GRPOTrainer, round_settings_for(config, reward_function, paths.root / "batches.jsonl"))
+    trainer = trainer_class(
         model=loaded.model,
         reward_funcs=[reward_function],
         args=args,
