@@ -1,6 +1,6 @@
 """Judge-bound GRPO: wall time per step with a judge of latency L, four ways, side by side in one run.
 
-    python bench/judge_bound.py [--steps 18] [--warmup 2] [--hidden 256] [--latencies 0.5,1,3]
+    python bench/judge_bound.py [--steps 18] [--warmup 2] [--hidden 256] [--tokens 32] [--latencies 0.5,1,3]
     python bench/judge_bound.py --ties       # dynamic sampling against a judge that ties often
     python bench/judge_bound.py --quality    # SmolLM2 default, L = its step time: overlap vs synchronous reward
 
@@ -71,10 +71,13 @@ def judge_reward(prompt: Path, base_url: str) -> dict:
             "max_concurrency": 64, "score_types": [{"name": "quality", "type": "score", "min": 1, "max": 10}]}
 
 
+TOKENS = {"max_completion_length": 32}
+
+
 def small_config(model_dir: Path, out_dir: Path, steps: int, reward: dict, reward_settings: dict, **training) -> dict:
     return {
         "training_parameters": {"learning_rate": 1e-4, "per_device_train_batch_size": 8, "num_generations": 8,
-                                "max_completion_length": 32, "gradient_checkpointing": False, "beta": 0.0, "seed": 7,
+                                **TOKENS, "gradient_checkpointing": False, "beta": 0.0, "seed": 7,
                                 "report_to": "none", "output_dir": str(out_dir), "max_steps": steps,
                                 "save_steps": 10_000, "max_prompt_length": None, **training},
         "model": {"base_model_name": str(model_dir), "lora_rank": 16, "lora_alpha": 32, "backend": "trl"},
@@ -208,10 +211,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=18)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--tokens", type=int, default=32, help="max_completion_length")
     parser.add_argument("--latencies", type=lambda text: [float(x) for x in text.split(",")], default=[0.5, 1.0, 3.0])
     parser.add_argument("--ties", action="store_true", help="dynamic sampling against a judge that ties often")
     parser.add_argument("--quality", action="store_true", help="the SmolLM2 default, overlap vs synchronous reward")
     args = parser.parse_args()
+    TOKENS["max_completion_length"] = args.tokens
     from tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,7 +229,7 @@ def main() -> int:
             results = quality(args, tmp, prompt)
         else:
             model_dir = build_tiny_model(tmp / "model", hidden_size=args.hidden)
-            print(f"model: random Llama hidden={args.hidden}, 2 layers; 8 completions x 32 tokens per step; "
+            print(f"model: random Llama hidden={args.hidden}, 2 layers; 8 completions x {args.tokens} tokens per step; "
                   f"{args.steps} steps, timed after step {args.warmup}")
             results = ties(args, tmp, model_dir, prompt) if args.ties else timing(args, tmp, model_dir, prompt)
     if not args.ties and not args.quality:
