@@ -21,9 +21,9 @@ each latency's variants (the load of a shared machine drifts); each run prints w
 overlap the judge wait it still paid per step (`overlap/judge_wait_seconds`).
 Goals: overlap / judge_free <= 1.15 while L <= T; synchronous / overlap >= 1.6 at L = T.
 
---ties: a coarse judge (7 for an answer of at most 20 words, else 4) with and without reward.dynamic_sampling:
-share of tied (zero-variance) groups in the TRAINED batches, and what the refills cost (groups generated per
-group trained, step time). --quality: the shipped default (SmolLM2-135M, 40 steps, about 8 minutes a run on 2
+--ties: a coarse judge (7 for every answer to half of the questions, else the brevity grade) with and without
+reward.dynamic_sampling: share of tied (zero-variance) groups in the TRAINED batches, and what the refills
+cost (groups generated per group trained, step time). --quality: the shipped default (SmolLM2-135M, 40 steps, about 8 minutes a run on 2
 cores), its local judge swapped for the loopback judge with L = the default's step time; reports both runs'
 first and last-window reward. Goal: overlap's last window >= 0.9x the synchronous one's.
 """
@@ -58,11 +58,14 @@ def brevity_grade(body: dict, index: int):
 
 
 def coarse_grade(body: dict, index: int):
-    """A rubric judge that ties often: 7 for an answer of at most 20 words, else 4."""
+    """A rubric judge that ties often: 7 for every answer to a question of even length (its rubric cannot tell
+    them apart), else the brevity grade."""
     from judge_server import last_user_text, scores_reply
 
-    found = FENCED.search(last_user_text(body))
-    return scores_reply(quality=7 if len((found.group(1) if found else "").split()) <= 20 else 4)
+    question = re.search(r"Question: (.*)", last_user_text(body))
+    if question and len(question.group(1)) % 2 == 0:
+        return scores_reply(quality=7)
+    return brevity_grade(body, index)
 
 
 def judge_reward(prompt: Path, base_url: str) -> dict:
@@ -161,16 +164,16 @@ def ties(args: argparse.Namespace, tmp: Path, model_dir: Path, prompt: Path) -> 
         for name, settings in (("no_filter", {}), ("dynamic_sampling", {"dynamic_sampling": {"max_rounds": 4}})):
             config = small_config(model_dir, tmp / name, args.steps, judge_reward(prompt, server.base_url), settings)
             records = run(config, tmp / f"{name}.yaml")
-            rows = 8
             if name == "no_filter":
-                tied = mean(records, "advantages/zero_group_share")
+                tied = generated_tied = mean(records, "advantages/zero_group_share")
                 cost = 1.0
             else:
-                tied = mean(records, "dynamic_sampling/padding_rows") / rows
-                cost = mean(records, "dynamic_sampling/groups_generated") / mean(records, "dynamic_sampling/groups_trained")
+                tied = mean(records, "dynamic_sampling/tied_share_trained")
+                generated = mean(records, "dynamic_sampling/groups_generated")
+                generated_tied = mean(records, "dynamic_sampling/groups_dropped") / generated
+                cost = generated / mean(records, "dynamic_sampling/groups_trained")
             results[name] = {"tied_share_trained": tied, "groups_generated_per_trained": cost,
-                             "step_time": step_time(records, args.warmup),
-                             "generated_tied_share": mean(records, "frac_reward_zero_std")}
+                             "step_time": step_time(records, args.warmup), "generated_tied_share": generated_tied}
             print(f"{name}: tied share of trained groups {tied:.2f}, groups generated per group trained {cost:.2f}, "
                   f"step time {results[name]['step_time']:.2f} s, tied share of generated groups "
                   f"{results[name]['generated_tied_share']:.2f}")

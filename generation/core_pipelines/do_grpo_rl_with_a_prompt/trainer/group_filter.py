@@ -70,12 +70,17 @@ def group_spreads(combined: Sequence[Optional[float]], num_generations: int) -> 
 
     >>> group_spreads([1.0, 1.0, 0.0, 2.0], 2)
     [0.0, 1.4142135623730951]
+    >>> group_spreads([0.6666667] * 3, 3)   # no float noise on a tie
+    [0.0]
     """
     spreads: list[Optional[float]] = []
     for start in range(0, len(combined), num_generations):
         values = [v for v in combined[start:start + num_generations] if v is not None and not math.isnan(v)]
         if len(values) < 2:
             spreads.append(None)
+            continue
+        if min(values) == max(values):  # a tie is exactly 0, whatever rounding the mean would add
+            spreads.append(0.0)
             continue
         mean = sum(values) / len(values)
         spreads.append(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
