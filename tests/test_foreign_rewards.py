@@ -80,6 +80,43 @@ def test_a_factory_is_called_once_with_the_entry_keys_and_scores_as_trl_does():
     assert rewards == get_soft_overlong_punishment(10, 4)(ids) == [0.0, 0.0, -0.5, -1.0, -1.0]
 
 
+def test_the_short_names_of_trls_grpo_script_are_trls_functions_with_the_scripts_settings():
+    plan = resolve_rewards(config([{"name": "think_format_reward"}]))
+    assert "TRL reward function trl.rewards.think_format_reward" in plan.per_dataset["a"][0].origin
+    expected = think_format_reward([[{"role": "assistant", "content": t}] for t in TEXTS])
+    assert trl_call(CombinedReward(plan), TEXTS)[0] == expected
+    ids = [[1] * length for length in (3, 1030, 1100, 1280, 12)]
+    for entry, (max_completion_len, soft_punish_cache) in (
+            ({}, (1280, 256)),  # what trl/scripts/grpo.py binds
+            ({"max_completion_len": 10, "soft_punish_cache": 4}, (10, 4))):  # the entry's own keys win
+        plan = resolve_rewards(config([{"name": "get_soft_overlong_punishment", **entry}]))
+        assert "TRL reward factory trl.rewards.get_soft_overlong_punishment" in plan.per_dataset["a"][0].origin
+        expected = get_soft_overlong_punishment(max_completion_len, soft_punish_cache)(ids)
+        assert trl_call(CombinedReward(plan), ["x"] * 5, ids=ids)[0] == expected
+    assert get_soft_overlong_punishment(1280, 256)(ids) == [0.0, -0.0234375, -0.296875, -1.0, 0.0]
+
+
+def test_accuracy_reward_by_its_short_name_reads_the_solution_column_of_problem_solution_rows(tmp_path, tiny_model_dir):
+    from trl.rewards import accuracy_reward
+
+    rows = [{"problem": "What is $1+1$?", "solution": "The answer is $\\boxed{2}$."},
+            {"problem": "What is $2+2$?", "solution": "So $\\boxed{4}$."}] * 4
+    data = tmp_path / "math.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path = tiny_config(tmp_path, tiny_model_dir)
+    edit = yaml.safe_load(path.read_text())
+    edit["datasets"][0].update(path=str(data), reward_funcs=[{"name": "accuracy_reward"}])
+    path.write_text(yaml.safe_dump(edit))
+    status = run_augmentoolkit.main(["--node", "grpo-rl-pipeline", "--config", str(path), "--dry-run"])
+    assert status == 0  # `solution` stays a column beside `answer`: the start-up column check finds it
+    plan = resolve_rewards(config([{"name": "accuracy_reward"}]))
+    texts = ["$\\boxed{2}$", "It is 3.", "$2$", "\\boxed{5}"]
+    solutions = ["$\\boxed{2}$", "$\\boxed{2}$", "$\\boxed{4}$", "$\\boxed{4}$"]
+    rewards, _ = trl_call(CombinedReward(plan), texts, solution=solutions)
+    assert rewards == accuracy_reward([[{"role": "assistant", "content": t}] for t in texts], solutions) == \
+        [1.0, 0.0, 0.0, 0.0]
+
+
 def test_a_plain_function_gets_exactly_trls_arguments_and_its_keys(tmp_path):
     write_module(tmp_path, "trl_style_probe", """
         SEEN = []

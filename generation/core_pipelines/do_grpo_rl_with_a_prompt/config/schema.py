@@ -376,7 +376,8 @@ class RewardFunctionConfig(BaseModel):
     name: str = Field(
         ..., description="A name registered with @register_reward_function, or a dotted import path to a TRL-style "
         "reward function or factory (trl.rewards.think_format_reward, my_rewards.brevity; the config file's folder "
-        "and the working directory are importable)."
+        "and the working directory are importable), or a short name TRL's grpo script takes (accuracy_reward, "
+        "think_format_reward, ...)."
     )
     weight: float = Field(1.0, description="Weight in weighted combinations.")
     time_limit_s: Optional[float] = Field(

@@ -16,7 +16,8 @@ set on the dataset overrides that part of it:
 
 Column names are dotted paths into nested objects (`reward_model.ground_truth`). `prompt_template`
 ("Solve: {question}") builds the user turn from fields (dotted names allowed); a field it names that a row
-lacks makes that row bad. Every other field reaches the rewards as a column: nested objects are flattened
+lacks makes that row bad. The reference answer reaches rewards as `answer` and, as TRL passes every column,
+also under its own top-level field name (`solution`, `output`; not `completion`, which TRL reads itself). Every other field reaches the rewards as a column: nested objects are flattened
 to dotted names (`extra_info.index`; an object nested deeper than MAX_FLATTEN_DEPTH levels is one column
 holding that object), scalars, lists and lists of objects as they are (JSON values: str, int, float, bool,
 None, list, dict). A field holding anything else (bytes, a date from Parquet) is left out and named in the
@@ -183,6 +184,8 @@ def to_conversation(row: Any, layout: Layout) -> Conversation:
     else:
         conversation, answer_path = _columns(row, layout)
         consumed -= set(layout.answer) - {answer_path}  # an answer candidate not used stays a column
+        if answer_path and answer_path not in RESERVED_NAMES and "." not in answer_path:
+            consumed -= {answer_path}  # the answer's own field stays one too (TRL's accuracy_reward reads `solution`)
     for message in conversation.messages:
         check_unicode(message["content"], f"{message['role']} text")
     left_out: list[str] = []

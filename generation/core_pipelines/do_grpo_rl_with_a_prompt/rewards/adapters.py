@@ -5,7 +5,8 @@ with the completions as text (registry.py), so everything the node does for its 
 private copies of the inputs, time limits, result checks, weights, per-reward metrics, several processes.
 
 - **TRL reward functions** (`trl.rewards`, open-r1, most tutorials): `f(completions, **kwargs) -> list[float]`,
-  named in `reward_funcs` by a dotted import path. Called as TRL's GRPOTrainer calls a reward function:
+  named in `reward_funcs` by a dotted import path, or by the short names TRL's `grpo` script takes
+  (`accuracy_reward`, `think_format_reward`, ...: TRL_SCRIPT_NAMES). Called as TRL's GRPOTrainer calls a reward function:
   `prompts` (message lists), `completions` (for conversational prompts each a list of one
   `{"role": "assistant", "content": text}` message, else the text), `completion_ids`, every column under its
   own name, `trainer_state`, `log_metric`; the entry's other keys are bound as keyword arguments.
@@ -38,6 +39,12 @@ from .user_code import import_object
 
 TRL_REWARD_INPUTS = ("prompts", "completions", "completion_ids")
 """Parameters that make a callable a reward function (not a factory)."""
+TRL_SCRIPT_NAMES: dict[str, dict[str, Any]] = {
+    "accuracy_reward": {}, "reasoning_accuracy_reward": {}, "think_format_reward": {},
+    "get_soft_overlong_punishment": {"max_completion_len": 1280, "soft_punish_cache": 256},
+}
+"""The short names TRL's `trl grpo --reward_funcs` script takes (trl/scripts/grpo.py), with the settings that script
+binds (an entry's own keys win): each is the function of that name in `trl.rewards`."""
 ORIGIN = "reward_origin"
 """Attribute an adapted initializer carries: how the plan describes where the reward came from."""
 
@@ -70,14 +77,22 @@ def is_factory(target: Any) -> bool:
 
 
 def find_initializer(name: str, registry: Registry, dirs: Sequence[Any]) -> Callable[..., Any]:
-    """The initializer for a `reward_funcs` name: a registered name, or a dotted import path adapted here.
+    """The initializer for a `reward_funcs` name: a registered name, one of TRL_SCRIPT_NAMES, or a dotted import
+    path adapted here.
 
     A dotted path to a registered initializer (a decorated reward in the user's module) is that initializer.
     Raises UnknownNameError / UserInputError (with the nearest registered names) when nothing is found.
     """
-    if name in registry or "." not in name:
+    if name in registry:
         return registry.get(name)
-    target = import_object(name, dirs, registry.names())
+    if name in TRL_SCRIPT_NAMES:
+        defaults, name = TRL_SCRIPT_NAMES[name], f"trl.rewards.{name}"
+        target = import_object(name, dirs, registry.names())
+        target = functools.partial(target, **defaults) if defaults else target
+    elif "." not in name:
+        return registry.get(name)
+    else:
+        target = import_object(name, dirs, registry.names())
     if any(registry.get(known) is target for known in registry.names()):
         return target
     if not callable(target):
