@@ -213,6 +213,27 @@ def test_the_dry_run_exits_2_naming_the_reward_and_the_column(tmp_path):
                       "source, key, kwargs")
 
 
+def test_an_eval_path_file_lacking_a_column_its_scoring_rewards_read_fails_the_dry_run(tmp_path):
+    """eval_path's rows are scored by the first dataset's rewards: they are checked on their own, since the train
+    rows having the column says nothing about them."""
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in IFEVAL_ROWS))
+    (tmp_path / "held.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in row.items() if k != "kwargs"}) + "\n" for row in IFEVAL_ROWS))
+    config = tmp_path / "config.yaml"
+    settings = {
+        "training_parameters": {"output_dir": "run", "num_generations": 2, "per_device_train_batch_size": 4},
+        "model": {"base_model_name": "m", "backend": "trl"}, "dataset_settings": {"total_rows": 3},
+        "datasets": [{"path": "rows.jsonl", "reward_funcs": [{"name": "ifeval_instructions"}]}],
+    }
+    config.write_text(json.dumps(settings))
+    assert dry_run(tmp_path, config).returncode == 0
+    settings["dataset_settings"].update(eval_path="held.jsonl", eval_rows=3)
+    config.write_text(json.dumps(settings))
+    assert_user_error(dry_run(tmp_path, config), str(config), "dataset 'rows': reward 'ifeval_instructions' reads "
+                      "column 'kwargs', which no row of dataset_settings.eval_path (scored by the dataset's rewards) "
+                      "has; its rows have: answer, dataset_name, source, key, instruction_id_list")
+
+
 def test_doctests():
     import doctest
 

@@ -102,7 +102,8 @@ def run_grpo_pipeline(
     #    GRPOConfig is built from ours (this imports TRL), so a value TRL refuses fails here, not after loading.
     with naming_the_file(config_path):
         plan = resolve_rewards(config, config_dir=Path(config_path).parent)
-        check_columns_read(config, data.train_rows + data.eval_rows, plan)  # a reward reading a column no row has
+        for origin, rows in data.rows_by_origin().items():  # a reward reading a column no row has
+            check_columns_read(config, rows, plan, origin=origin if origin != "datasets" else "")
         build_grpo_config(config, paths, has_eval=bool(data.eval_rows), source=str(config_path))
     print(describe_plan(config, data, plan, processes, notes=(batch_note,)))
     if dry_run:

@@ -123,6 +123,15 @@ class SampledData:
     eval_rows: list[dict]
     report: DataReport
 
+    def rows_by_origin(self) -> dict[str, list[dict]]:
+        """The datasets' own rows (train and held out), and dataset_settings.eval_path's rows when there are any."""
+        entry = self.report.eval_path_entry
+        from_eval_path = [row for row in self.eval_rows if entry and row["source"].rsplit(":", 1)[0] == entry[0]]
+        if not from_eval_path:
+            return {"datasets": self.train_rows + self.eval_rows}
+        own = [row for row in self.eval_rows if row["source"].rsplit(":", 1)[0] != entry[0]]
+        return {"datasets": self.train_rows + own, "dataset_settings.eval_path": from_eval_path}
+
 
 def sample_datasets(
     datasets: list[DatasetConfig], settings: DatasetSettings, seed: int, base_dir: Path | None = None

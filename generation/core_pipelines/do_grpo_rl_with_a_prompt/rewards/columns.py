@@ -11,7 +11,8 @@ How a reward says what it reads:
 
 A reward that needs a column that no row of its dataset has (a column that is None in every row counts as
 absent) is a start-up error, at --dry-run too: exit 2 with one line naming the dataset, the reward, the
-column and the columns the rows do have. An optional column is only shown in the plan.
+column and the columns the rows do have. dataset_settings.eval_path's rows are checked on their own against the
+rewards that score them. An optional column is only shown in the plan.
 """
 
 from __future__ import annotations
@@ -109,9 +110,12 @@ def present_columns(rows: list[dict]) -> list[str]:
     return list(ALWAYS_PRESENT) + seen
 
 
-def check_columns_read(config: GRPOPipelineConfig, rows: list[dict], plan: RewardPlan) -> None:
-    """UserInputError for the first reward that needs a column no row of its dataset has (module doc)."""
+def check_columns_read(config: GRPOPipelineConfig, rows: list[dict], plan: RewardPlan, origin: str = "") -> None:
+    """UserInputError for the first reward that needs a column no row of its dataset has (module doc).
+
+    `origin` names rows checked on their own (dataset_settings.eval_path's, scored by a dataset's rewards)."""
     grouped = rows_by_dataset(rows)
+    whose = f"{origin} (scored by the dataset's rewards)" if origin else "the dataset"
     for dataset in config.datasets:
         name = dataset.display_name
         if not grouped.get(name):
@@ -124,8 +128,8 @@ def check_columns_read(config: GRPOPipelineConfig, rows: list[dict], plan: Rewar
                         "node passes an argument of that name itself)" if RENAMED_PREFIX + missing[0] in present
                         else " (the prompt reaches rewards as 'prompts')" if missing[0] == "prompt" else "")
                 raise UserInputError(
-                    f"dataset '{name}': reward '{reward.label}' reads column '{missing[0]}', which no row of the "
-                    f"dataset has{hint}; its rows have: {', '.join(present)}"
+                    f"dataset '{name}': reward '{reward.label}' reads column '{missing[0]}', which no row of "
+                    f"{whose} has{hint}; its rows have: {', '.join(present)}"
                 )
 
 
