@@ -29,7 +29,7 @@ from generation.nodes import DEFAULT_PATH_ALIASES, NODES, check_node_parameters,
 from generation.errors import UserInputError  # noqa: E402
 from generation.registry import UnknownNameError  # noqa: E402
 from generation.sweep import expand_sweep, run_name_for  # noqa: E402
-from generation.launch import launch_processes, record_exit_status  # noqa: E402
+from generation.launch import launch_processes, launcher_secret_args, record_exit_status  # noqa: E402
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.distributed import (  # noqa: E402
     console_on_main_only, is_distributed, is_main_process,
 )
@@ -106,7 +106,7 @@ def planned_nodes(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args((sys.argv[1:] if argv is None else list(argv)) + launcher_secret_args())
     if args.num_processes is not None and not is_distributed():
         return launch(args, list(sys.argv[1:] if argv is None else argv))
     if args.distributed and args.num_processes is None:

@@ -6,6 +6,9 @@ with one of the templates in accelerate_configs/ (ddp, zero2, zero3_offload, fsd
 file. On a machine without CUDA the processes talk over gloo on the CPU (DDP only). Several machines: run
 `accelerate launch` yourself on each (README, "Several GPUs and machines").
 
+The values of secret keys given by --set / --sweep travel to the children in an environment variable
+(SECRET_ARGS_ENV), not on their command lines, which every user of the machine can read (`ps`).
+
 The child processes' exit status is handed back through a small file, so a config error in the children
 still exits 2, a Ctrl-C 130, and so on, instead of torchrun's generic failure.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -33,13 +37,14 @@ from typing import Optional, Sequence
 
 import yaml
 
-from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.redaction import redact_argv
+from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.redaction import redact_argv, split_secret_args
 from generation.core_pipelines.do_grpo_rl_with_a_prompt.distributed import cuda_available, is_main_process
 from generation.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES_DIR = ROOT / "accelerate_configs"
 STATUS_FILE_ENV = "GRPO_LAUNCH_STATUS_FILE"
+SECRET_ARGS_ENV = "GRPO_LAUNCH_SECRET_ARGS"
 NEEDS_CUDA = {"DEEPSPEED": "DeepSpeed", "FSDP": "FSDP"}
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
@@ -106,12 +111,14 @@ def launch_processes(num_processes: int, distributed: Optional[str], script: Pat
             raise UserInputError(f"--num-processes {num_processes}, but only {torch.cuda.device_count()} GPU(s) are visible")
     config_file = resolve_accelerate_config(distributed)
     check_accelerate_config(config_file, has_cuda)
-    command = accelerate_launch_command(num_processes, config_file, script, script_args)
-    print("launching:", " ".join(redact_argv(command[2:])), flush=True)  # logs keep it: no API key in it
+    typed = accelerate_launch_command(num_processes, config_file, script, script_args)  # what a user would type
+    print("launching:", " ".join(redact_argv(typed[2:])), flush=True)  # logs keep it: no API key in it
+    public_args, secret_args = split_secret_args(list(script_args))
+    command = accelerate_launch_command(num_processes, config_file, script, public_args)
     with tempfile.TemporaryDirectory(prefix="grpo-launch-") as folder, forwarding_signals() as forward:
         status_file = Path(folder) / "status"
         environment = {SHUTDOWN_TIMEOUT_ENV: str(DEFAULT_SHUTDOWN_TIMEOUT_S), **os.environ,
-                       STATUS_FILE_ENV: str(status_file)}
+                       STATUS_FILE_ENV: str(status_file), SECRET_ARGS_ENV: json.dumps(secret_args)}
         # a session of its own: a signal to our whole process group reaches accelerate once, through us
         process = forward.to(subprocess.Popen(command, env=environment, start_new_session=True))
         process.wait()
@@ -154,6 +161,11 @@ def forwarding_signals():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def launcher_secret_args() -> list[str]:
+    """The secret --set / --sweep arguments the launcher passed to this process (none when not launched by it)."""
+    return json.loads(os.environ.get(SECRET_ARGS_ENV) or "[]")
 
 
 def record_exit_status(status: int) -> None:

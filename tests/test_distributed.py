@@ -337,6 +337,47 @@ def test_the_printed_launch_command_masks_a_key_given_with_set(tmp_path):
     assert secret not in output  # nor anything the ranks print
 
 
+KEY_PROBE = """
+import hashlib, os
+
+
+def key_probe(api_key):
+    \"\"\"A factory run once per rank at start-up: records what reached it and this process's own command line.\"\"\"
+    with open(os.path.join(os.path.dirname(__file__), "probe_" + os.environ.get("RANK", "x")), "w") as handle:
+        handle.write(hashlib.sha256(api_key.encode()).hexdigest() + "\\n")
+        handle.write(open("/proc/self/cmdline").read().replace("\\0", " "))
+    return lambda completions, **kwargs: [0.0] * len(completions)
+"""
+
+
+def test_a_key_given_with_set_reaches_every_rank_but_no_rank_command_line(tmp_path):
+    """`ps` shows every user each process's arguments: the launcher hands secret --set values over the environment."""
+    import doctest
+    import hashlib
+
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.config import redaction
+
+    assert doctest.testmod(redaction).failed == 0
+    from test_cli_errors import make_project
+
+    secret = "sk-live-on-the-command-line-789"
+    (tmp_path / "key_probe_module.py").write_text(KEY_PROBE)
+    config = make_project(tmp_path, reward={"name": "key_probe_module.key_probe", "api_key": "placeholder"})
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run_augmentoolkit.py"), "--num-processes", str(PROCESSES), *node_args(config),
+         "--set", f"datasets.0.reward_funcs.0.api_key={secret}", "--dry-run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+    probes = sorted(tmp_path.glob("probe_*"))
+    assert [p.name for p in probes] == ["probe_0", "probe_1"]
+    for probe in probes:
+        digest, command_line = probe.read_text().split("\n", 1)
+        assert digest == hashlib.sha256(secret.encode()).hexdigest()  # the key reached this rank
+        assert "run_augmentoolkit.py" in command_line and "--dry-run" in command_line
+        assert secret not in command_line and "api_key" not in command_line
+
+
 def processes_running_with(text: str) -> list[str]:
     """Command lines of the live processes that mention `text` (a test's own config path)."""
     import psutil

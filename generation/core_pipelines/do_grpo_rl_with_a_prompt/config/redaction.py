@@ -32,6 +32,28 @@ def redact_argv(argv: list[str]) -> list[str]:
     return redacted
 
 
+def split_secret_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(`argv` without the --set / --sweep arguments that give a secret key's value, those arguments as
+    `--set=KEY=VALUE`): the launcher hands the second part to its children outside their command lines.
+
+    >>> split_secret_args(["--node", "n", "--set", "a.api_key=sk-1", "--set=a.max_steps=5", "--sweep=b.token=x,y"])
+    (['--node', 'n', '--set=a.max_steps=5'], ['--set=a.api_key=sk-1', '--sweep=b.token=x,y'])
+    """
+    public, secret, index = [], [], 0
+    while index < len(argv):
+        flag, eq, text = argv[index].partition("=")
+        width = 1
+        if flag in ("--set", "--sweep") and not eq and index + 1 < len(argv):
+            text, width = argv[index + 1], 2
+        dotted, has_value, _ = text.partition("=")
+        if flag in ("--set", "--sweep") and has_value and is_secret_key(dotted.strip().split(".")[-1]):
+            secret.append(f"{flag}={text}")
+        else:
+            public.extend(argv[index:index + width])
+        index += width
+    return public, secret
+
+
 _SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials", "apikey",
                  "authorization", "bearer"}
 _NOT_SECRET_TOKENS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "prompt", "completion", "image",
