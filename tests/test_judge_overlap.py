@@ -126,11 +126,24 @@ def test_the_loss_ratio_uses_the_generating_policys_log_probs(tmp_path, tiny_mod
     assert max(gap for step, _, _, gap in checked if step > 1) > 1e-3
 
 
+LENGTH_PROBE = """
+def completion_lengths(completion_ids, log_metric, **kwargs):
+    \"\"\"Logs the mean token length of the completions it scores: those of the step that trains them.\"\"\"
+    log_metric("probe/mean_length", sum(len(ids) for ids in completion_ids) / len(completion_ids))
+    return [0.0] * len(completion_ids)
+"""
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 def test_the_next_rounds_judge_calls_are_in_flight_while_this_round_trains(tmp_path, tiny_model_dir, overlap):
+    (tmp_path / "length_probe.py").write_text(LENGTH_PROBE)
     with Judge(latency=1.0) as judge:
         config = tie_config(tmp_path, tiny_model_dir, judge_reward(tmp_path, judge.server.base_url, "cache.sqlite"),
-                            {"overlap_judging": overlap}, max_steps=4)
+                            {"overlap_judging": overlap}, max_steps=4, max_completion_length=12,
+                            model_stop_sequences=[" "])  # lengths vary
+        settings = yaml.safe_load(config.read_text())
+        settings["datasets"][0]["reward_funcs"].append({"name": "length_probe.completion_lengths", "weight": 0})
+        config.write_text(yaml.safe_dump(settings))
         assert run_grpo_pipeline(config).finished
     run = tmp_path / "run"
     ended = {m["step"]: m["wall_time"] for m in jsonl(run / "metrics.jsonl") if "loss" in m}
@@ -146,6 +159,9 @@ def test_the_next_rounds_judge_calls_are_in_flight_while_this_round_trains(tmp_p
             assert min(asked) > ended[step - 1]
     waits = [m.get("overlap/judge_wait_seconds") for m in jsonl(run / "metrics.jsonl") if "loss" in m]
     assert all(w is not None and w >= 0 for w in waits) if overlap else not any(waits)
+    # TRL's generation metrics are those of the completions each step trains, not of the round generated ahead
+    steps = [m for m in jsonl(run / "metrics.jsonl") if "loss" in m]
+    assert [m.get("completions/mean_length") for m in steps] == pytest.approx([m["probe/mean_length"] for m in steps])
 
 
 @pytest.fixture(scope="module")

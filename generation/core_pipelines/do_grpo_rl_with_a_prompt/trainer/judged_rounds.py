@@ -40,6 +40,7 @@ from .row_batches import concat_rows, take_rows
 
 STREAM_STATE_FILE = "prompt_stream.json"
 TRL_STD_EPS = 1e-4  # TRL's `std + 1e-4`
+GENERATION_METRICS = ("completions/", "tools/")  # what TRL logs of a round as it generates it
 TEXT_ONLY_KEYS = ("pixel_values", "image_grid_thw", "num_images", "image_sizes")
 
 
@@ -100,6 +101,7 @@ class Round:
     scoring: Any = None  # concurrent future of this rank's scores while the judge works
     logged: LogBuffer = field(default_factory=LogBuffer)
     table: dict = field(default_factory=dict)  # completion-table entries TRL logged before the scores came
+    generation_metrics: dict = field(default_factory=dict)  # TRL's completions/* and tools/* of this round
 
 
 class JudgedRounds:
@@ -251,14 +253,19 @@ class JudgedRounds:
         metrics["reward"].append(torch.nanmean(rewards).item())
         metrics["reward_std"].append(nanstd(rewards).item())
         metrics["frac_reward_zero_std"].append(std_zero.float().mean().item())
+        for name, value in launched.generation_metrics.items():  # logged at the step that trains this round
+            metrics[name].append(value)
         self._logs["prompt"].extend(launched.table["prompt"])
         self._logs["completion"].extend(launched.table["completion"])
         self._logs["advantages"].extend(advantages.tolist())
         return launched
 
     def _take_placeholder_logs(self, launched: Round) -> None:
-        """Take back what TRL logged from the placeholder rewards of a deferred round (_finish logs the real ones)."""
+        """Take back what TRL logged from the placeholder rewards of a deferred round (_finish logs the real ones),
+        and its generation metrics (completions/*, tools/*), which belong to the step that trains it."""
         metrics, count = self._metrics["train"], len(launched.rows) * self._world
+        launched.generation_metrics = {name: values.pop() for name, values in metrics.items()
+                                       if name.startswith(GENERATION_METRICS) and values}
         for name in [*(f"rewards/{n}/{s}" for n in self.reward_func_names for s in ("mean", "std")),
                      "reward", "reward_std", "frac_reward_zero_std"]:
             metrics[name].pop()
