@@ -18,8 +18,8 @@ it to every rank, which finishes its step, saves a checkpoint and exits 130 / 14
 after them. A scheduler that signals every process reaches each rank twice (directly and through the
 agent): the second SIGTERM changes nothing (run/stop.py).
 The agent waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds for the ranks before it kills them: 600 unless set
-(torch's default, 30, is short for a step and a checkpoint of a large model; a torch without that
-variable always waits 30).
+(torch's default, 30, is short for a step and a checkpoint of a large model; torch before 2.12 has no
+such variable and always waits 30).
 """
 
 from __future__ import annotations
