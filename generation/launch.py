@@ -164,8 +164,9 @@ def forwarding_signals():
 
 
 def launcher_secret_args() -> list[str]:
-    """The secret --set / --sweep arguments the launcher passed to this process (none when not launched by it)."""
-    return json.loads(os.environ.get(SECRET_ARGS_ENV) or "[]")
+    """The secret --set / --sweep arguments the launcher passed to this process (none when not launched by it),
+    taken out of the environment so that the processes this one starts (a local judge server) do not inherit them."""
+    return json.loads(os.environ.pop(SECRET_ARGS_ENV, "") or "[]")
 
 
 def record_exit_status(status: int) -> None:
