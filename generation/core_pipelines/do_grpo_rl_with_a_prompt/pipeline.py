@@ -102,8 +102,9 @@ def run_grpo_pipeline(
     #    GRPOConfig is built from ours (this imports TRL), so a value TRL refuses fails here, not after loading.
     with naming_the_file(config_path):
         plan = resolve_rewards(config, config_dir=Path(config_path).parent)
-        for origin, rows in data.rows_by_origin().items():  # a reward reading a column no row has
-            check_columns_read(config, rows, plan, origin=origin if origin != "datasets" else "")
+        own_rows, eval_path_rows = data.rows_by_origin()  # a reward reading a column no row has:
+        check_columns_read(config, own_rows, plan)
+        check_columns_read(config, eval_path_rows, plan, origin="dataset_settings.eval_path")
         build_grpo_config(config, paths, has_eval=bool(data.eval_rows), source=str(config_path))
     print(describe_plan(config, data, plan, processes, notes=(batch_note,)))
     if dry_run:

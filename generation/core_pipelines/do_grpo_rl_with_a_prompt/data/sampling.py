@@ -123,14 +123,12 @@ class SampledData:
     eval_rows: list[dict]
     report: DataReport
 
-    def rows_by_origin(self) -> dict[str, list[dict]]:
-        """The datasets' own rows (train and held out), and dataset_settings.eval_path's rows when there are any."""
-        entry = self.report.eval_path_entry
-        from_eval_path = [row for row in self.eval_rows if entry and row["source"].rsplit(":", 1)[0] == entry[0]]
-        if not from_eval_path:
-            return {"datasets": self.train_rows + self.eval_rows}
-        own = [row for row in self.eval_rows if row["source"].rsplit(":", 1)[0] != entry[0]]
-        return {"datasets": self.train_rows + own, "dataset_settings.eval_path": from_eval_path}
+    def rows_by_origin(self) -> tuple[list[dict], list[dict]]:
+        """(the datasets' own rows, train and held out; dataset_settings.eval_path's rows)."""
+        label = self.report.eval_path_entry[0] if self.report.eval_path_entry else None
+        from_eval_path = [row for row in self.eval_rows if row["source"].rsplit(":", 1)[0] == label]
+        held_out = [row for row in self.eval_rows if row["source"].rsplit(":", 1)[0] != label]
+        return self.train_rows + held_out, from_eval_path
 
 
 def sample_datasets(
