@@ -116,16 +116,16 @@ def test_a_batch_still_short_after_max_rounds_gives_its_tied_rows_no_token_in_th
 
 
 def test_kill_9_then_rerun_trains_on_the_same_rows_as_an_uninterrupted_run(tmp_path, tiny_model_dir):
-    def config_for(name: str) -> Path:
+    def config_for(name: str, seconds: float) -> Path:  # a sleeping reward, so that the kill lands mid-run
         path = tie_config(tmp_path, tiny_model_dir, {"name": "test_sync_ties_on_marked_prompts"},
                           {"dynamic_sampling": True}, name=name, max_steps=6, save_steps=1)
         data = yaml.safe_load(path.read_text())
-        data["datasets"][0]["reward_funcs"].append({"name": "test_slow_brevity", "seconds": 1.0, "weight": 0.0})
+        data["datasets"][0]["reward_funcs"].append({"name": "test_slow_brevity", "seconds": seconds, "weight": 0.0})
         path.write_text(yaml.safe_dump(data))
         return path
 
-    assert run_grpo_pipeline(config_for("uninterrupted")).finished
-    kill_9_then_rerun(config_for("killed"), tmp_path / "killed")
+    assert run_grpo_pipeline(config_for("uninterrupted", seconds=0)).finished
+    kill_9_then_rerun(config_for("killed", seconds=1.0), tmp_path / "killed")
 
     def order(run: str) -> list[tuple]:
         return [(b["step"], [Path(s).name for s in b["sources"]], [Path(s).name for s in b["dropped"]], b["rounds"])

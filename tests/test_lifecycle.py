@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 6
 
 
-def lifecycle_config(tmp_path: Path, model_dir: Path, run_name: str) -> Path:
-    """Checkpoint every step; a reward that sleeps makes each step last about a second, so a signal
-    sent after checkpoint-N appears always lands mid-run."""
+def lifecycle_config(tmp_path: Path, model_dir: Path, run_name: str, seconds: float = 1.0) -> Path:
+    """Checkpoint every step; a reward that sleeps makes each step last about `seconds` more, so a signal
+    sent after checkpoint-N appears always lands mid-run (a run that is not interrupted needs no sleep)."""
     path = tiny_config(tmp_path, model_dir, max_steps=MAX_STEPS, save_steps=1, save_total_limit=2,
                        output_dir=str(tmp_path / run_name))
     config = yaml.safe_load(path.read_text())
-    config["datasets"][0]["reward_funcs"].append({"name": "test_slow_brevity", "seconds": 1.0})
+    config["datasets"][0]["reward_funcs"].append({"name": "test_slow_brevity", "seconds": seconds})
     path.write_text(yaml.safe_dump(config))
     return path.rename(tmp_path / f"{run_name}.yaml")
 
@@ -82,7 +82,7 @@ def step_lines(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, tiny_model_dir) -> Path:
     tmp_path = tmp_path_factory.mktemp("uninterrupted")
-    run_grpo_pipeline(lifecycle_config(tmp_path, tiny_model_dir, "run"))
+    run_grpo_pipeline(lifecycle_config(tmp_path, tiny_model_dir, "run", seconds=0))
     return tmp_path / "run"
 
 
