@@ -6,11 +6,12 @@ rows dropped, --fresh / output_dir safety, generation rounds and resume, reward 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.files import RunPath
 from generation.errors import UserInputError
 from test_lifecycle import lifecycle_config, start_run, step_lines, wait_for
 from test_pipeline_e2e import tiny_config
+
+import run_augmentoolkit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +44,16 @@ def set_training(**values):
 
 
 def cli(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "run_augmentoolkit.py"), *arguments], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    """`python run_augmentoolkit.py ARGUMENTS` run in this process (its main, without the interpreter's start-up):
+    the exit status it returns and what it printed. An exception escaping main fails the test."""
+    out, err, previous = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = run_augmentoolkit.main(list(arguments))
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["run_augmentoolkit.py", *arguments], status, out.getvalue(), err.getvalue())
 
 
 def train_step_lines(run: Path) -> list[int]:
@@ -88,26 +99,28 @@ def test_a_second_run_on_the_same_directory_is_refused_naming_the_holder(tmp_pat
 
 
 # 3. --------------------------------------------------------------------------------- a finished run
-def test_rerunning_a_finished_run_trains_nothing(tmp_path, tiny_model_dir):
+def test_rerunning_a_finished_run_trains_nothing(tmp_path, tiny_model_dir, capsys):
     config = tiny_config(tmp_path, tiny_model_dir, max_steps=2)
     run = tmp_path / "run"
-    assert cli("--node", "grpo-rl-pipeline", "--config", str(config)).returncode == 0
+    assert run_grpo_pipeline(config).finished
     final = (run / "final" / "adapter_model.safetensors").stat().st_mtime_ns
     metrics = (run / "metrics.jsonl").read_text()
+    capsys.readouterr()
 
-    again = cli("--node", "grpo-rl-pipeline", "--config", str(config))
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "already finished (2 steps); nothing to train" in again.stdout
+    status = run_augmentoolkit.main(["--node", "grpo-rl-pipeline", "--config", str(config)])  # what the CLI runs
+    assert status == 0
+    assert "already finished (2 steps); nothing to train" in capsys.readouterr().out
     assert (run / "final" / "adapter_model.safetensors").stat().st_mtime_ns == final
     assert (run / "metrics.jsonl").read_text() == metrics
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
 
 
-def test_a_finished_run_extended_then_killed_resumes_instead_of_passing_for_finished(tmp_path, tiny_model_dir):
+def test_a_finished_run_extended_then_killed_resumes_instead_of_passing_for_finished(tmp_path, tiny_model_dir,
+                                                                                     capsys):
     """Issue 20, item 1: the earlier attempt's summary (finished, 2 steps) must not describe the longer run."""
     config = edit(lifecycle_config(tmp_path, tiny_model_dir, "run"), set_training(max_steps=2, save_total_limit=None))
     run = tmp_path / "run"
-    assert start_run(config).wait(timeout=300) == 0
+    assert run_grpo_pipeline(config).finished
     assert json.loads((run / "summary.json").read_text())["finished"] is True
 
     longer = start_run(edit(config, set_training(max_steps=4)))
@@ -116,9 +129,9 @@ def test_a_finished_run_extended_then_killed_resumes_instead_of_passing_for_fini
     longer.wait()
     assert not (run / "summary.json").exists()  # the 2-step summary no longer claims the run
 
-    again = start_run(config)
-    output, _ = again.communicate(timeout=300)
-    assert again.returncode == 0, output[-2000:]
+    capsys.readouterr()
+    assert run_grpo_pipeline(config).finished
+    output = capsys.readouterr().out
     assert "resuming from" in output and "already finished" not in output
     assert train_step_lines(run) == [1, 2, 3, 4]
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
@@ -134,7 +147,7 @@ def test_rows_of_an_attempt_killed_before_its_first_checkpoint_are_dropped(tmp_p
     first.wait()
     assert not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("checkpoint-*"))
 
-    assert start_run(config).wait(timeout=300) == 0
+    assert run_grpo_pipeline(config).finished
     assert train_step_lines(run) == [1, 2, 3]
     assert [b["step"] for b in step_lines(run / "batches.jsonl")] == [1, 2, 3]
     assert sorted({e["step"] for e in step_lines(run / "high_scoring_examples.jsonl")}) <= [1, 2, 3]
