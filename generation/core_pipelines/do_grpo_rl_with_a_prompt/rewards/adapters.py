@@ -6,8 +6,8 @@ private copies of the inputs, time limits, result checks, weights, per-reward me
 
 - **TRL reward functions** (`trl.rewards`, open-r1, most tutorials): `f(completions, **kwargs) -> list[float]`,
   named in `reward_funcs` by a dotted import path, or by the short names TRL's `grpo` script takes
-  (`accuracy_reward`, `think_format_reward`, ...: TRL_SCRIPT_NAMES). Called as TRL's GRPOTrainer calls a reward function:
-  `prompts` (message lists), `completions` (for conversational prompts each a list of one
+  (`accuracy_reward`, `think_format_reward`, ...: TRL_SCRIPT_NAMES). Called as TRL's GRPOTrainer calls a
+  reward function: `prompts` (message lists), `completions` (for conversational prompts each a list of one
   `{"role": "assistant", "content": text}` message, else the text), `completion_ids`, every column under its
   own name, `trainer_state`, `log_metric`; the entry's other keys are bound as keyword arguments.
 - **Factories** (`trl.rewards.get_soft_overlong_punishment(max_completion_len, soft_punish_cache)`): called
