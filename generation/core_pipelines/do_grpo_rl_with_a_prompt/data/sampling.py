@@ -94,6 +94,10 @@ class DataReport:
     image_rows: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
     left_out_columns: dict[str, list[str]] = field(default_factory=dict)
 
+    def from_eval_path(self, row: dict) -> bool:
+        """Whether `row` was read from dataset_settings.eval_path (its source is that file's)."""
+        return self.eval_path_entry is not None and row["source"].rsplit(":", 1)[0] == self.eval_path_entry[0]
+
     def summary(self) -> str:
         """A table with one line per dataset, then notes on capped datasets and examples of bad rows."""
         names = list(self.per_dataset) or ["(none)"]
@@ -125,9 +129,8 @@ class SampledData:
 
     def rows_by_origin(self) -> tuple[list[dict], list[dict]]:
         """(the datasets' own rows, train and held out; dataset_settings.eval_path's rows)."""
-        label = self.report.eval_path_entry[0] if self.report.eval_path_entry else None
-        from_eval_path = [row for row in self.eval_rows if row["source"].rsplit(":", 1)[0] == label]
-        held_out = [row for row in self.eval_rows if row["source"].rsplit(":", 1)[0] != label]
+        from_eval_path = [row for row in self.eval_rows if self.report.from_eval_path(row)]
+        held_out = [row for row in self.eval_rows if not self.report.from_eval_path(row)]
         return self.train_rows + held_out, from_eval_path
 
 

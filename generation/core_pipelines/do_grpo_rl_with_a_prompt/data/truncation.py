@@ -146,7 +146,6 @@ class _Fitter:
 
     def _entry_key(self, row: dict, is_eval: bool) -> str:
         """The report entry a row counts under (eval_path rows have their own)."""
-        entry = self.report.eval_path_entry
-        if is_eval and entry and row["source"].rsplit(":", 1)[0] == entry[0]:
-            return entry[1]
+        if is_eval and self.report.from_eval_path(row):
+            return self.report.eval_path_entry[1]
         return row["dataset_name"]
