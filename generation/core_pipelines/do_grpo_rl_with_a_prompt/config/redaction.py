@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterator, Optional
 
 
 def redact_secrets(value: Any) -> Any:
@@ -18,17 +18,12 @@ def redact_secrets(value: Any) -> Any:
 
 def redact_argv(argv: list[str]) -> list[str]:
     """`argv` with the values of secret keys in --set / --sweep arguments replaced by '***' (wandb records argv)."""
-    redacted, takes_value = [], False
-    for arg in argv:
-        flag, eq, rest = arg.partition("=")
-        if takes_value or (flag in ("--set", "--sweep") and eq):
-            text = arg if takes_value else rest
-            dotted, has_value, _ = text.partition("=")
-            if has_value and is_secret_key(dotted.strip().split(".")[-1]):
-                text = f"{dotted}=***"
-            arg = text if takes_value else f"{flag}={text}"
-        takes_value = arg in ("--set", "--sweep")
-        redacted.append(arg)
+    redacted = []
+    for pieces, flag, text in _setting_arguments(argv):
+        if flag and _gives_secret(text):
+            masked = f"{text.partition('=')[0]}=***"
+            pieces = [flag, masked] if len(pieces) == 2 else [f"{flag}={masked}"]
+        redacted.extend(pieces)
     return redacted
 
 
@@ -39,21 +34,36 @@ def split_secret_args(argv: list[str]) -> tuple[list[str], list[str]]:
     >>> split_secret_args(["--node", "n", "--set", "a.api_key=sk-1", "--set=a.max_steps=5", "--sweep=b.token=x,y"])
     (['--node', 'n', '--set=a.max_steps=5'], ['--set=a.api_key=sk-1', '--sweep=b.token=x,y'])
     """
-    public, secret, index = [], [], 0
-    while index < len(argv):
-        flag, eq, text = argv[index].partition("=")
-        width = 1
-        if flag in ("--set", "--sweep") and not eq and index + 1 < len(argv):
-            text, width = argv[index + 1], 2
-        dotted, has_value, _ = text.partition("=")
-        if flag in ("--set", "--sweep") and has_value and is_secret_key(dotted.strip().split(".")[-1]):
+    public, secret = [], []
+    for pieces, flag, text in _setting_arguments(argv):
+        if flag and _gives_secret(text):
             secret.append(f"{flag}={text}")
         else:
-            public.extend(argv[index:index + width])
-        index += width
+            public.extend(pieces)
     return public, secret
 
 
+def _setting_arguments(argv: list[str]) -> Iterator[tuple[list[str], Optional[str], str]]:
+    """`argv` in pieces: (the argument(s), the --set / --sweep flag they give or None, its KEY=VALUE text).
+    A flag's text is in the same argument (`--set=K=V`) or the next one (`--set K=V`), unless that is a flag too."""
+    index = 0
+    while index < len(argv):
+        flag, eq, text = argv[index].partition("=")
+        if flag in _SETTING_FLAGS and not eq and index + 1 < len(argv) and argv[index + 1] not in _SETTING_FLAGS:
+            yield argv[index:index + 2], flag, argv[index + 1]
+            index += 2
+            continue
+        yield argv[index:index + 1], (flag if flag in _SETTING_FLAGS and eq else None), text
+        index += 1
+
+
+def _gives_secret(text: str) -> bool:
+    """Whether a --set / --sweep text `KEY=VALUE` gives the value of a secret key."""
+    dotted, has_value, _ = text.partition("=")
+    return bool(has_value) and is_secret_key(dotted.strip().split(".")[-1])
+
+
+_SETTING_FLAGS = ("--set", "--sweep")
 _SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials", "apikey",
                  "authorization", "bearer"}
 _NOT_SECRET_TOKENS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "prompt", "completion", "image",
