@@ -106,9 +106,10 @@ def planned_nodes(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args((sys.argv[1:] if argv is None else list(argv)) + launcher_secret_args())
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(given + launcher_secret_args())
     if args.num_processes is not None and not is_distributed():
-        return launch(args, list(sys.argv[1:] if argv is None else argv))
+        return launch(args, given)
     if args.distributed and args.num_processes is None:
         print("error: --distributed goes with --num-processes (or use `accelerate launch --config_file ...`)",
               file=sys.stderr)
