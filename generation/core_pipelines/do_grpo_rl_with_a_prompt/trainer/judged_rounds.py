@@ -307,11 +307,7 @@ class JudgedRounds:
         groups = len(scored.prompts)
         if self.round_settings.min_std is None:
             return [True] * groups
-        import torch
-
-        rewards = scored.rewards
-        combined = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)
-        combined[torch.isnan(rewards).all(dim=1)] = float("nan")
+        combined = weighted_rewards(scored.rewards, self.reward_weights)
         spreads = group_spreads(combined.tolist(), self.num_generations)
         return [not tied for tied in tied_groups(spreads, self.round_settings.min_std)]
 
@@ -374,6 +370,15 @@ def read_stream_position(checkpoint: Path) -> int:
         return 0
 
 
+def weighted_rewards(rewards_per_func: Any, weights: Any) -> Any:
+    """TRL's weighted sum of each completion's rewards (None/NaN left out), NaN where every reward is NaN."""
+    import torch
+
+    summed = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+    summed[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    return summed
+
+
 def trl_advantages(rewards_per_func: Any, weights: Any, generations: int, scale_rewards: str, aggregation: str
                    ) -> tuple[Any, Any, Any]:
     """TRL's advantages from gathered rewards (as _generate_and_score_completions computes them), the weighted
@@ -381,18 +386,17 @@ def trl_advantages(rewards_per_func: Any, weights: Any, generations: int, scale_
     import torch
     from trl.trainer.utils import nanstd
 
-    weights = weights.to(rewards_per_func.device).unsqueeze(0)
-    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    rewards = weighted_rewards(rewards_per_func, weights)
     if aggregation == "normalize_then_sum":
+        weights = weights.to(rewards_per_func.device).unsqueeze(0)
         grouped = rewards_per_func.view(-1, generations, rewards_per_func.size(1))
         standardised = (grouped - torch.nanmean(grouped, dim=1, keepdim=True)) / (nanstd(grouped, dim=1, keepdim=True) + TRL_STD_EPS)
         summed = (standardised.view(-1, rewards_per_func.size(1)) * weights).nansum(dim=1)
-        summed[unscorable] = torch.nan
+        summed[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # unscorable: every reward None
         std = nanstd(summed).expand_as(summed) if summed.numel() > 1 else torch.zeros_like(summed)
         advantages = (summed - torch.nanmean(summed)) / (std + TRL_STD_EPS)
     else:
-        summed = (rewards_per_func * weights).nansum(dim=1)
-        summed[unscorable] = torch.nan
+        summed = rewards
         centre = torch.nanmean(summed.view(-1, generations), dim=1).repeat_interleave(generations, dim=0)
         if scale_rewards == "batch":
             std = nanstd(summed).expand_as(summed) if summed.numel() > 1 else torch.zeros_like(summed)
@@ -401,6 +405,4 @@ def trl_advantages(rewards_per_func: Any, weights: Any, generations: int, scale_
         advantages = summed - centre
         if scale_rewards != "none":
             advantages = advantages / (std + TRL_STD_EPS)
-    rewards = (rewards_per_func * weights).nansum(dim=1)
-    rewards[unscorable] = torch.nan
     return torch.nan_to_num(advantages, nan=0.0), rewards, torch.isclose(std, torch.zeros_like(std))
