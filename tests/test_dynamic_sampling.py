@@ -208,6 +208,14 @@ def test_group_filter_examples_hold_and_it_imports_no_torch():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout.strip() == "False"
 
 
+def test_round_arithmetic_examples_hold():
+    import doctest
+
+    from generation.core_pipelines.do_grpo_rl_with_a_prompt.trainer import batching
+
+    assert doctest.testmod(batching).attempted and doctest.testmod(batching).failed == 0
+
+
 def test_the_settings_validate_and_changing_them_on_resume_is_refused(tmp_path):
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.config.schema import GRPOPipelineConfig
     from generation.core_pipelines.do_grpo_rl_with_a_prompt.run.resume import check_resume_is_safe

@@ -103,6 +103,16 @@ def generation_round_steps(training: TrainingParameters, processes: int) -> int:
     return micro_steps // math.gcd(micro_steps, accumulation)
 
 
+def optimizer_steps_per_round(steps_per_generation: int, num_iterations: int, accumulation: int) -> int:
+    """Optimizer steps one generation round serves (TRL's arguments), at least 1: a round is
+    steps_per_generation x num_iterations micro-batches, an optimizer step `accumulation` of them.
+
+    >>> optimizer_steps_per_round(4, 1, 1), optimizer_steps_per_round(1, 1, 2)
+    (4, 1)
+    """
+    return max(1, steps_per_generation * num_iterations // accumulation)
+
+
 def check_checkpoints_align(training: TrainingParameters, processes: int) -> None:
     """save_steps (and eval_steps) must fall on generation-round boundaries, else a resume would shift the rows."""
     round_steps = generation_round_steps(training, processes)

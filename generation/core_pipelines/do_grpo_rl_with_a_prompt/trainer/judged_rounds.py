@@ -36,6 +36,7 @@ from ..run.files import JsonlAppender
 from .group_filter import (
     PromptStream, batch_rows, group_spreads, is_short, rank_rows, select_groups, selection_metrics, tied_groups,
 )
+from .batching import optimizer_steps_per_round
 from .row_batches import concat_rows, take_rows
 
 STREAM_STATE_FILE = "prompt_stream.json"
@@ -164,7 +165,9 @@ class JudgedRounds:
             if settings.overlap:
                 if not self._in_flight:
                     self._in_flight.append(self._launch(defer=True))
-                if self.state.global_step + self._round_steps() < self.state.max_steps:
+                steps = optimizer_steps_per_round(self.args.steps_per_generation, self.num_iterations,
+                                                  self.args.gradient_accumulation_steps)
+                if self.state.global_step + steps < self.state.max_steps:
                     self._in_flight.append(self._launch(defer=True))  # judged while this round trains
                 rounds = [self._finish(self._in_flight[0])]
             else:
@@ -181,9 +184,6 @@ class JudgedRounds:
             self._in_flight.popleft()
         self._untrained_from = self._in_flight[0].start if self._in_flight else None
         return batch
-
-    def _round_steps(self) -> int:
-        return max(1, self.args.steps_per_generation * self.num_iterations // self.args.gradient_accumulation_steps)
 
     def _launch(self, defer: bool) -> Round:
         """Draw a round's prompts and generate; score now, or (defer) start this rank's scoring in the background."""
